@@ -1,0 +1,174 @@
+//! Computes the rootfs digest of a directory on a mounted filesystem.
+//!
+//! The guest init runs this over its root (through a non-recursive bind mount, so that /proc, /dev
+//! and other mounts do not hide the directories below them); tests run it over extracted trees.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use super::{DigestBuilder, Entry, EntryKind, RootfsDigest};
+
+/// A directory walk that could not read an entry.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {path} while computing the rootfs digest: {source}")]
+pub struct WalkError {
+    /// The host path that failed.
+    pub path: PathBuf,
+    /// Why.
+    #[source]
+    pub source: io::Error,
+}
+
+/// The rootfs digest of the tree below `root`, which stands for `/`.
+pub fn digest_directory(root: &Path) -> Result<RootfsDigest, WalkError> {
+    let mut walk = Walk {
+        builder: DigestBuilder::new(),
+        first_names: HashMap::new(),
+        buffer: vec![0; 1 << 20],
+    };
+    walk.visit(root, b"/".to_vec())?;
+    Ok(walk.builder.finish())
+}
+
+struct Walk {
+    builder: DigestBuilder,
+    first_names: HashMap<(u64, u64), Vec<u8>>,
+    buffer: Vec<u8>,
+}
+
+fn at(path: &Path) -> impl FnOnce(io::Error) -> WalkError + '_ {
+    move |source| WalkError {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Walk {
+    fn visit(&mut self, host: &Path, path: Vec<u8>) -> Result<(), WalkError> {
+        if super::is_excluded(&path) {
+            return Ok(());
+        }
+        let meta = fs::symlink_metadata(host).map_err(at(host))?;
+        let file_type = meta.file_type();
+        let target;
+        let kind = if file_type.is_dir() {
+            EntryKind::Directory
+        } else if file_type.is_file() {
+            let sha256 = self.hash_file(host)?;
+            EntryKind::File {
+                size: meta.len(),
+                sha256,
+            }
+        } else if file_type.is_symlink() {
+            target = fs::read_link(host).map_err(at(host))?;
+            EntryKind::Symlink {
+                target: target.as_os_str().as_bytes(),
+            }
+        } else if file_type.is_char_device() {
+            let (major, minor) = split_rdev(meta.rdev());
+            EntryKind::CharDevice { major, minor }
+        } else if file_type.is_block_device() {
+            let (major, minor) = split_rdev(meta.rdev());
+            EntryKind::BlockDevice { major, minor }
+        } else if file_type.is_fifo() {
+            EntryKind::Fifo
+        } else {
+            EntryKind::Socket
+        };
+        let mut hard_link_of = None;
+        if !file_type.is_dir() && meta.nlink() > 1 {
+            let key = (meta.dev(), meta.ino());
+            match self.first_names.get(&key) {
+                Some(first) => hard_link_of = Some(first.clone()),
+                None => {
+                    self.first_names.insert(key, path.clone());
+                }
+            }
+        }
+        let xattrs = crate::xattr::read(host).map_err(at(host))?;
+        self.builder.add(&Entry {
+            path: &path,
+            kind,
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            hard_link_of: hard_link_of.as_deref(),
+            xattrs: &xattrs,
+        });
+        if file_type.is_dir() {
+            let mut names = Vec::new();
+            for child in fs::read_dir(host).map_err(at(host))? {
+                names.push(child.map_err(at(host))?.file_name());
+            }
+            names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            for name in names {
+                let mut child_path = path.clone();
+                if child_path.len() > 1 {
+                    child_path.push(b'/');
+                }
+                child_path.extend_from_slice(name.as_bytes());
+                self.visit(&host.join(&name), child_path)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn hash_file(&mut self, host: &Path) -> Result<[u8; 32], WalkError> {
+        let mut file = File::open(host).map_err(at(host))?;
+        let mut hasher = Sha256::new();
+        loop {
+            let n = file.read(&mut self.buffer).map_err(at(host))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&self.buffer[..n]);
+        }
+        Ok(hasher.finalize().into())
+    }
+}
+
+fn split_rdev(rdev: u64) -> (u32, u32) {
+    // glibc's encoding of dev_t, as major(3) and minor(3) decode it.
+    let major = ((rdev >> 32) & 0xffff_f000) | ((rdev >> 8) & 0x0000_0fff);
+    let minor = ((rdev >> 12) & 0xffff_ff00) | (rdev & 0x0000_00ff);
+    (major as u32, minor as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_tree_same_digest_and_content_matters() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        for dir in [a.path(), b.path()] {
+            fs::create_dir(dir.join("etc")).unwrap();
+            fs::write(dir.join("etc/hostname"), b"x\n").unwrap();
+            std::os::unix::fs::symlink("hostname", dir.join("etc/link")).unwrap();
+            fs::hard_link(dir.join("etc/hostname"), dir.join("hard")).unwrap();
+        }
+        let da = digest_directory(a.path()).unwrap();
+        assert_eq!(da, digest_directory(b.path()).unwrap());
+        fs::write(b.path().join("etc/hostname"), b"y\n").unwrap();
+        assert_ne!(da, digest_directory(b.path()).unwrap());
+    }
+
+    #[test]
+    fn missing_root_names_the_path() {
+        let err = digest_directory(Path::new("/nonexistent/imgbuild")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/imgbuild"));
+    }
+
+    #[test]
+    fn rdev_split_matches_libc() {
+        let dev = libc::makedev(259, 70000);
+        assert_eq!(split_rdev(dev), (259, 70000));
+    }
+}

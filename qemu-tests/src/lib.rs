@@ -1,0 +1,1 @@
+//! Shared helpers of the QEMU integration tests (in `tests/`).
