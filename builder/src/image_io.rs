@@ -42,7 +42,9 @@ impl ReadAt for File {
 
 impl ReadAt for [u8] {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(self.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.len());
         let n = buf.len().min(self.len() - start);
         buf[..n].copy_from_slice(&self[start..start + n]);
         Ok(n)
@@ -92,7 +94,9 @@ impl<R: ReadAt> ReadAt for Window<R> {
         if offset >= self.len {
             return Ok(0);
         }
-        let n = buf.len().min((self.len - offset).min(usize::MAX as u64) as usize);
+        let n = buf
+            .len()
+            .min((self.len - offset).min(usize::MAX as u64) as usize);
         self.inner.read_at(&mut buf[..n], self.start + offset)
     }
 

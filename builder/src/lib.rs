@@ -5,7 +5,12 @@
 //! [`definition`] → [`sources`] (layers) → [`tree`] → [`ext4`] → disks and packages → manifest.
 #![deny(missing_docs)]
 
+pub mod assemble;
 pub mod definition;
+pub mod finish;
 pub mod image_io;
+pub mod manifest;
+pub mod output;
+pub mod progress;
 pub mod sources;
 pub mod tree;

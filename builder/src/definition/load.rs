@@ -287,7 +287,12 @@ const TOP_LEVEL: [&str; 13] = [
     "qemu",
 ];
 
-fn apply_set(table: &mut Table, set: &SetArg, cwd: &Path, as_string: bool) -> Result<(), DefinitionError> {
+fn apply_set(
+    table: &mut Table,
+    set: &SetArg,
+    cwd: &Path,
+    as_string: bool,
+) -> Result<(), DefinitionError> {
     let bad = |reason: String| DefinitionError::BadSet {
         arg: set.to_string(),
         reason,
@@ -425,7 +430,9 @@ fn validate(d: &Definition, source: &str) -> Result<(), DefinitionError> {
             )));
         }
         if layer.owner.is_some() && layer.dir.is_none() && layer.tar.is_none() {
-            return Err(invalid(format!("{label}: owner applies to dir and tar layers only")));
+            return Err(invalid(format!(
+                "{label}: owner applies to dir and tar layers only"
+            )));
         }
         if let Some(name) = &layer.name {
             if TOP_LEVEL.contains(&name.as_str()) || !names.insert(name.clone()) {
@@ -448,10 +455,14 @@ fn validate(d: &Definition, source: &str) -> Result<(), DefinitionError> {
         )));
     }
     if !(0.0..=50.0).contains(&d.filesystem.reserved_percent) {
-        return Err(invalid("filesystem.reserved_percent must be 0 to 50".into()));
+        return Err(invalid(
+            "filesystem.reserved_percent must be 0 to 50".into(),
+        ));
     }
     if d.vm.vcpus == 0 || d.vm.memory < 64 {
-        return Err(invalid("vm.vcpus must be at least 1 and vm.memory at least 64 (MiB)".into()));
+        return Err(invalid(
+            "vm.vcpus must be at least 1 and vm.memory at least 64 (MiB)".into(),
+        ));
     }
     Ok(())
 }
@@ -488,7 +499,11 @@ mod tests {
         let p = write(dir.path(), "a.toml", "name = \"x\"\ncolour = 1\n");
         let e = load(Some(&p), &[]).unwrap_err().to_string();
         assert!(e.contains("colour"), "{e}");
-        let p = write(dir.path(), "b.toml", "name = \"x\"\n[vm]\nmemory = \"lots\"\n");
+        let p = write(
+            dir.path(),
+            "b.toml",
+            "name = \"x\"\n[vm]\nmemory = \"lots\"\n",
+        );
         let e = load(Some(&p), &[]).unwrap_err().to_string();
         assert!(e.contains("line 3"), "{e}");
     }
@@ -512,8 +527,14 @@ mod tests {
         assert_eq!((d.vm.memory, d.vm.vcpus), (1024, 2));
         assert_eq!(d.layers.len(), 3);
         let base = dir.path().canonicalize().unwrap();
-        assert_eq!(d.layers[1].tar.as_deref(), Some(base.join("root.tar").as_path()));
-        assert_eq!(d.layers[2].dir.as_deref(), Some(base.join("sub/tree").as_path()));
+        assert_eq!(
+            d.layers[1].tar.as_deref(),
+            Some(base.join("root.tar").as_path())
+        );
+        assert_eq!(
+            d.layers[2].dir.as_deref(),
+            Some(base.join("sub/tree").as_path())
+        );
     }
 
     #[test]
@@ -544,7 +565,10 @@ mod tests {
         .map(|s| s.parse().unwrap())
         .collect();
         let d = load(Some(&p), &sets).unwrap().definition;
-        assert_eq!(d.layers[0].tar.as_deref(), Some(Path::new("/srv/sl6.tar.gz")));
+        assert_eq!(
+            d.layers[0].tar.as_deref(),
+            Some(Path::new("/srv/sl6.tar.gz"))
+        );
         assert_eq!(d.vm.memory, 1024);
         assert_eq!(d.os.version_id.as_deref(), Some("7"));
         let cwd = std::env::current_dir().unwrap();

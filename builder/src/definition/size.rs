@@ -178,7 +178,9 @@ impl<'de> Deserialize<'de> for FreeSpace {
                         .parse()
                         .map_err(|_| E::custom(format!("{v:?} is not a percentage")))?;
                     if !(0.0..=10_000.0).contains(&p) {
-                        return Err(E::custom(format!("{v:?}: the percentage must be 0 to 10000")));
+                        return Err(E::custom(format!(
+                            "{v:?}: the percentage must be 0 to 10000"
+                        )));
                     }
                     Ok(FreeSpace::Percent(p))
                 } else {

@@ -139,12 +139,11 @@ impl Scan<'_> {
             children.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
             for name in children {
                 let child_host = host.join(&name);
-                let child_meta = fs::symlink_metadata(&child_host).map_err(|source| {
-                    DirError::Read {
+                let child_meta =
+                    fs::symlink_metadata(&child_host).map_err(|source| DirError::Read {
                         path: child_host.clone(),
                         source,
-                    }
-                })?;
+                    })?;
                 let mut child_path = path.clone();
                 child_path.push(b'/');
                 child_path.extend_from_slice(name.as_bytes());
@@ -175,7 +174,9 @@ mod tests {
         assert_eq!(report.entries, 7);
         let a = tree.lookup(b"/usr/bin/a").unwrap();
         assert_eq!(tree.lookup(b"/usr/bin/b"), Some(a));
-        assert!(matches!(&tree.inode(tree.lookup(b"/bin").unwrap()).kind, Kind::Symlink(t) if &**t == b"usr/bin"));
+        assert!(
+            matches!(&tree.inode(tree.lookup(b"/bin").unwrap()).kind, Kind::Symlink(t) if &**t == b"usr/bin")
+        );
         assert_eq!(tree.inode(a).meta.uid, 0);
 
         hash_contents(&mut tree, &|_| {}).unwrap();
@@ -186,7 +187,10 @@ mod tests {
             let mode = fs::metadata(root).unwrap().permissions().mode() & 0o7777;
             tree.inode_mut(tree.root()).meta.mode = mode as u16;
             let digest = tree_digest(&tree).unwrap();
-            assert_eq!(imgbuild_init::digest::digest_directory(root).unwrap(), digest);
+            assert_eq!(
+                imgbuild_init::digest::digest_directory(root).unwrap(),
+                digest
+            );
         }
         let _ = digest;
     }

@@ -138,7 +138,9 @@ impl ContentReader<'_> {
         if offset >= self.len {
             return Ok(0);
         }
-        let want = buf.len().min((self.len - offset).min(usize::MAX as u64) as usize);
+        let want = buf
+            .len()
+            .min((self.len - offset).min(usize::MAX as u64) as usize);
         let buf = &mut buf[..want];
         match &self.source {
             Source::Bytes(bytes) => {
@@ -241,16 +243,13 @@ mod tests {
         // A hole of 4 MiB, then data.
         f.write_all_at(b"tail", 8 + (4 << 20)).unwrap();
         let archive = Arc::new(ArchiveFile::new("t.tar", f));
-        let c = Content::Archive {
-            archive,
-            offset: 4,
-        };
+        let c = Content::Archive { archive, offset: 4 };
         let r = c.open(4 + (4 << 20) + 4, "/y").unwrap();
         let mut buf = [0u8; 4];
         r.read_exact_at(&mut buf, 0).unwrap();
         assert_eq!(&buf, b"DATA");
         let ranges = r.data_ranges().unwrap();
-        assert!(ranges.len() >= 1);
+        assert!(!ranges.is_empty());
         assert_eq!(ranges[0].0, 0);
         assert_eq!(ranges.last().unwrap().1, r.len());
         assert!(r.read_exact_at(&mut buf, r.len() - 2).is_err());

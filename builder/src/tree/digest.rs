@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use imgbuild_init::digest::{DigestBuilder, Entry, EntryKind, RootfsDigest};
 use sha2::{Digest as _, Sha256};
 
-use super::{ContentError, InodeId, Kind, Tree};
+use super::{ContentError, ContentReader, InodeId, Kind, Tree};
 
 const CHUNK: usize = 1 << 20;
 
@@ -30,7 +30,7 @@ pub fn hash_contents(tree: &mut Tree, progress: &(dyn Fn(u64) + Sync)) -> Result
         }
     }
     // Largest first, so one big file does not end up last on one thread.
-    work.sort_by(|a, b| b.2.cmp(&a.2));
+    work.sort_by_key(|w| std::cmp::Reverse(w.2));
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -89,28 +89,35 @@ fn hash_one(
         unreachable!("only files are queued for hashing");
     };
     let reader = data.content.open(data.size, &shown)?;
-    let err = |source| ContentError {
+    sha256_of(&reader, buffer, progress).map_err(|source| ContentError {
         path: shown.clone(),
         source,
-    };
+    })
+}
+
+/// sha256 of a content, reading only its data ranges (holes are hashed as zeros without being
+/// read). `buffer` is scratch space; `progress` gets the bytes read.
+pub fn sha256_of(
+    reader: &ContentReader<'_>,
+    buffer: &mut [u8],
+    progress: &(dyn Fn(u64) + Sync),
+) -> std::io::Result<[u8; 32]> {
     let mut hasher = Sha256::new();
     let mut pos = 0u64;
     let zeros = vec![0u8; CHUNK];
-    for (start, end) in reader.data_ranges().map_err(err)? {
+    for (start, end) in reader.data_ranges()? {
         feed_zeros(&mut hasher, &zeros, start - pos);
         let mut off = start;
         while off < end {
             let want = buffer.len().min((end - off) as usize);
-            reader
-                .read_exact_at(&mut buffer[..want], off)
-                .map_err(err)?;
+            reader.read_exact_at(&mut buffer[..want], off)?;
             hasher.update(&buffer[..want]);
             off += want as u64;
             progress(want as u64);
         }
         pos = end;
     }
-    feed_zeros(&mut hasher, &zeros, data.size - pos);
+    feed_zeros(&mut hasher, &zeros, reader.len() - pos);
     Ok(hasher.finalize().into())
 }
 
@@ -216,10 +223,15 @@ mod tests {
         std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::create_dir(root.join("etc")).unwrap();
         std::fs::write(root.join("etc/hostname"), b"box\n").unwrap();
-        std::fs::set_permissions(root.join("etc/hostname"), std::fs::Permissions::from_mode(0o644))
-            .unwrap();
+        std::fs::set_permissions(
+            root.join("etc/hostname"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
         std::fs::hard_link(root.join("etc/hostname"), root.join("etc/hostname2")).unwrap();
-        let uid = std::fs::metadata(root).map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap();
+        let uid = std::fs::metadata(root)
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+            .unwrap();
         if uid == 0 {
             assert_eq!(imgbuild_init::digest::digest_directory(root).unwrap(), d);
         }

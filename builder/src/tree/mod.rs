@@ -15,7 +15,7 @@ mod path;
 use std::collections::BTreeMap;
 
 pub use content::{ArchiveFile, Content, ContentError, ContentReader};
-pub use digest::{hash_contents, tree_digest, UnhashedFile};
+pub use digest::{hash_contents, sha256_of, tree_digest, UnhashedFile};
 pub use path::{normalize, TreePath};
 
 /// Index of an inode in a [`Tree`].
@@ -58,7 +58,10 @@ impl Meta {
 
     /// Sets an extended attribute, keeping the list sorted.
     pub fn set_xattr(&mut self, name: Vec<u8>, value: Vec<u8>) {
-        match self.xattrs.binary_search_by(|(n, _)| n.as_slice().cmp(&name)) {
+        match self
+            .xattrs
+            .binary_search_by(|(n, _)| n.as_slice().cmp(&name))
+        {
             Ok(i) => self.xattrs[i].1 = value,
             Err(i) => self.xattrs.insert(i, (name, value)),
         }
@@ -282,6 +285,64 @@ impl Tree {
             }
         }
         Some(current)
+    }
+
+    /// Resolves `path` inside the tree, following the tree's own symlinks (absolute targets
+    /// start at the tree's root, never the host's), as the guest would. Returns the normalized
+    /// absolute path of what it names, or `None` when it does not resolve (a missing component,
+    /// or more than 40 links). Used to place generated files where a distribution moved
+    /// directories (`/sbin` → `usr/sbin`).
+    pub fn resolve(&self, path: &[u8]) -> Option<Vec<u8>> {
+        let mut pending: Vec<Vec<u8>> = path
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .rev()
+            .map(<[u8]>::to_vec)
+            .collect();
+        let mut stack: Vec<(Vec<u8>, InodeId)> = Vec::new();
+        let mut hops = 0;
+        while let Some(name) = pending.pop() {
+            let current = stack.last().map_or(self.root(), |(_, id)| *id);
+            match name.as_slice() {
+                b"." => continue,
+                b".." => {
+                    stack.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            let Kind::Directory(entries) = &self.inode(current).kind else {
+                return None;
+            };
+            let id = *entries.get(name.as_slice())?;
+            if let Kind::Symlink(target) = &self.inode(id).kind {
+                hops += 1;
+                if hops > 40 {
+                    return None;
+                }
+                if target.first() == Some(&b'/') {
+                    stack.clear();
+                }
+                pending.extend(
+                    target
+                        .split(|&b| b == b'/')
+                        .filter(|c| !c.is_empty())
+                        .rev()
+                        .map(<[u8]>::to_vec),
+                );
+                continue;
+            }
+            stack.push((name, id));
+        }
+        let mut out = Vec::new();
+        for (name, _) in &stack {
+            out.push(b'/');
+            out.extend_from_slice(name);
+        }
+        if out.is_empty() {
+            out.push(b'/');
+        }
+        Some(out)
     }
 
     /// The directory that will hold `path`'s last component, creating missing parents.
@@ -572,6 +633,21 @@ mod tests {
         assert!(t.hard_link(b"c", b"nope").is_err());
         t.remove(b"bin/a").unwrap();
         assert_eq!(t.link_counts()[id.index()], 1);
+    }
+
+    #[test]
+    fn resolve_follows_links_inside_the_tree() {
+        let mut t = Tree::new(Meta::root(0o755, 0));
+        t.insert(b"usr/sbin", dir()).unwrap();
+        let link = |target: &[u8]| Inode::new(Meta::root(0o777, 0), Kind::Symlink(target.into()));
+        t.insert(b"sbin", link(b"usr/sbin")).unwrap();
+        t.insert(b"abs", link(b"/usr/../usr/sbin")).unwrap();
+        t.insert(b"loop", link(b"loop")).unwrap();
+        assert_eq!(t.resolve(b"/sbin").unwrap(), b"/usr/sbin");
+        assert_eq!(t.resolve(b"/abs").unwrap(), b"/usr/sbin");
+        assert_eq!(t.resolve(b"/").unwrap(), b"/");
+        assert!(t.resolve(b"/loop").is_none());
+        assert!(t.resolve(b"/missing").is_none());
     }
 
     #[test]
