@@ -12,5 +12,6 @@ pub mod image_io;
 pub mod manifest;
 pub mod output;
 pub mod progress;
+pub mod run;
 pub mod sources;
 pub mod tree;
