@@ -14,4 +14,5 @@ pub mod output;
 pub mod progress;
 pub mod run;
 pub mod sources;
+pub mod target;
 pub mod tree;

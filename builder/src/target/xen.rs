@@ -1,0 +1,141 @@
+//! The Xen domU package: the bare filesystem image (a file-backed "loopback" disk, or a real
+//! partition), kernel, initramfs, a results disk and an xl domain config.
+//!
+//! The root disk is exported as a partition-style vdev (`xvda1`) because the image holds a
+//! filesystem without a partition table. Paths in the config are absolute, under the directory
+//! the files will live in on dom0 (`--xen-dir`, default the output directory).
+
+use std::fmt::Write as _;
+
+use crate::definition::{XenBootloader, XenGuestType, XenSpec};
+
+/// What the xl config describes.
+#[derive(Debug, Clone)]
+pub struct XenConfig<'a> {
+    /// Domain name.
+    pub name: &'a str,
+    /// `[xen]` of the definition.
+    pub spec: &'a XenSpec,
+    /// Memory, MiB.
+    pub memory: u32,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Kernel path on dom0 (direct boot).
+    pub kernel: &'a str,
+    /// Initramfs path on dom0 (direct boot).
+    pub ramdisk: &'a str,
+    /// Kernel command line after `root=`.
+    pub extra: &'a str,
+    /// Root disk: an image path or a device such as /dev/sdb3.
+    pub root_target: &'a str,
+    /// Results disk path on dom0.
+    pub results_target: &'a str,
+}
+
+/// Renders the xl.cfg text.
+pub fn render_config(c: &XenConfig<'_>) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "# xl domain config written by imgbuild {}",
+        env!("CARGO_PKG_VERSION")
+    );
+    let _ = writeln!(t, "# Start with: xl create {}.cfg", c.name);
+    let _ = writeln!(t, "name = {}", quote(c.name));
+    let guest_type = match c.spec.guest_type {
+        XenGuestType::Pvh => "pvh",
+        XenGuestType::Pv => "pv",
+    };
+    let _ = writeln!(t, "type = {}", quote(guest_type));
+    let (root_vdev, root_disk) = match c.spec.bootloader {
+        XenBootloader::Direct => {
+            let _ = writeln!(t, "kernel = {}", quote(c.kernel));
+            let _ = writeln!(t, "ramdisk = {}", quote(c.ramdisk));
+            let _ = writeln!(t, "extra = {}", quote(c.extra));
+            ("xvda1", c.root_target)
+        }
+        XenBootloader::Pygrub => {
+            let _ = writeln!(t, "bootloader = \"pygrub\"");
+            ("xvda", c.root_target)
+        }
+    };
+    let _ = writeln!(t, "memory = {}", c.memory);
+    let _ = writeln!(t, "vcpus = {}", c.vcpus);
+    let _ = writeln!(t, "on_poweroff = \"destroy\"");
+    let _ = writeln!(t, "on_reboot = \"destroy\"");
+    let _ = writeln!(t, "on_crash = {}", quote(&c.spec.on_crash));
+    let _ = writeln!(t, "disk = [");
+    let _ = writeln!(
+        t,
+        "    'format=raw, vdev={root_vdev}, access=rw, target={root_disk}',"
+    );
+    let _ = writeln!(
+        t,
+        "    'format=raw, vdev=xvdb, access=rw, target={}',",
+        c.results_target
+    );
+    let _ = writeln!(t, "]");
+    if !c.spec.vif.is_empty() {
+        let items: Vec<String> = c.spec.vif.iter().map(|v| format!("'{v}'")).collect();
+        let _ = writeln!(t, "vif = [ {} ]", items.join(", "));
+    }
+    t
+}
+
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_boot_config() {
+        let spec = XenSpec {
+            vif: vec!["bridge=xenbr0".into()],
+            ..XenSpec::default()
+        };
+        let text = render_config(&XenConfig {
+            name: "minimal",
+            spec: &spec,
+            memory: 512,
+            vcpus: 2,
+            kernel: "/srv/xen/minimal/vmlinuz",
+            ramdisk: "/srv/xen/minimal/initrd.img",
+            extra: "root=UUID=abc console=hvc0",
+            root_target: "/srv/xen/minimal/minimal.ext4",
+            results_target: "/srv/xen/minimal/results.img",
+        });
+        assert!(text.contains("type = \"pvh\""));
+        assert!(text
+            .contains("'format=raw, vdev=xvda1, access=rw, target=/srv/xen/minimal/minimal.ext4'"));
+        assert!(text.contains("vdev=xvdb"));
+        assert!(text.contains("extra = \"root=UUID=abc console=hvc0\""));
+        assert!(text.contains("vif = [ 'bridge=xenbr0' ]"));
+    }
+
+    #[test]
+    fn pygrub_uses_the_whole_disk() {
+        let spec = XenSpec {
+            bootloader: XenBootloader::Pygrub,
+            guest_type: XenGuestType::Pv,
+            ..XenSpec::default()
+        };
+        let text = render_config(&XenConfig {
+            name: "sl6",
+            spec: &spec,
+            memory: 1024,
+            vcpus: 1,
+            kernel: "",
+            ramdisk: "",
+            extra: "",
+            root_target: "/dev/sdb",
+            results_target: "/srv/r.img",
+        });
+        assert!(text.contains("bootloader = \"pygrub\""));
+        assert!(!text.contains("kernel ="));
+        assert!(text.contains("vdev=xvda,"));
+        assert!(text.contains("type = \"pv\""));
+    }
+}
