@@ -7,5 +7,6 @@
 
 pub mod definition;
 pub mod image_io;
+pub mod kernel;
 pub mod sources;
 pub mod tree;
