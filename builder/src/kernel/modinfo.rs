@@ -246,10 +246,75 @@ fn section_bytes<'a>(elf: &'a [u8], sh: &SectionHeader) -> Option<&'a [u8]> {
     elf.get(start..start.checked_add(len)?)
 }
 
+/// A minimal ELF64 relocatable object whose `.modinfo` holds `entries` (`key=value`), for tests.
+#[cfg(test)]
+pub(crate) fn fake_module(entries: &[&str]) -> Vec<u8> {
+    let mut modinfo = Vec::new();
+    for e in entries {
+        modinfo.extend_from_slice(e.as_bytes());
+        modinfo.push(0);
+    }
+    let shstrtab = b"\0.modinfo\0.shstrtab\0";
+    let modinfo_at = 64u64;
+    let strtab_at = modinfo_at + modinfo.len() as u64;
+    let shoff = (strtab_at + shstrtab.len() as u64 + 7) & !7;
+    let mut out = vec![0u8; 64];
+    out[..4].copy_from_slice(b"\x7fELF");
+    out[4] = 2;
+    out[5] = 1;
+    out[6] = 1;
+    out[16] = 1; // ET_REL
+    out[18] = 62;
+    out[20] = 1;
+    out[40..48].copy_from_slice(&shoff.to_le_bytes());
+    out[52..54].copy_from_slice(&64u16.to_le_bytes());
+    out[58..60].copy_from_slice(&64u16.to_le_bytes());
+    out[60..62].copy_from_slice(&3u16.to_le_bytes());
+    out[62..64].copy_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&modinfo);
+    out.extend_from_slice(shstrtab);
+    out.resize(shoff as usize, 0);
+    let section = |name: u32, kind: u32, offset: u64, size: u64| {
+        let mut sh = vec![0u8; 64];
+        sh[..4].copy_from_slice(&name.to_le_bytes());
+        sh[4..8].copy_from_slice(&kind.to_le_bytes());
+        sh[24..32].copy_from_slice(&offset.to_le_bytes());
+        sh[32..40].copy_from_slice(&size.to_le_bytes());
+        sh[48..56].copy_from_slice(&1u64.to_le_bytes());
+        sh
+    };
+    out.extend(vec![0u8; 64]);
+    out.extend(section(1, 1, modinfo_at, modinfo.len() as u64));
+    out.extend(section(10, 3, strtab_at, shstrtab.len() as u64));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn parses_fields_of_a_module() {
+        let m = fake_module(&[
+            "alias=pci:v00001AF4d*",
+            "depends=virtio,virtio-ring",
+            "alias=virtio:d00000002v*",
+            "softdep=pre: crc32c",
+            "name=virtio_blk",
+            "vermagic=6.1.0-x SMP mod_unload",
+        ]);
+        let info = parse("m.ko", &m).unwrap();
+        assert_eq!(info.name.as_deref(), Some("virtio_blk"));
+        assert_eq!(info.depends, ["virtio", "virtio_ring"]);
+        assert_eq!(info.aliases, ["pci:v00001AF4d*", "virtio:d00000002v*"]);
+        assert_eq!(info.softdep_pre, ["crc32c"]);
+        assert_eq!(info.vermagic.as_deref(), Some("6.1.0-x SMP mod_unload"));
+        let empty = parse("e.ko", &fake_module(&["depends="])).unwrap();
+        assert!(empty.depends.is_empty());
+        // Cut inside the section header table.
+        assert!(parse("m.ko", &m[..m.len() - 10]).is_err());
+    }
 
     #[test]
     fn names_and_paths() {

@@ -696,3 +696,287 @@ fn order(mut loaded: BTreeMap<String, Loaded>) -> Result<Vec<ResolvedModule>, Mo
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::modinfo::fake_module;
+    use crate::tree::{Content, FileData, Inode, Kind, Meta, Tree};
+    use std::io::Write;
+
+    const REL: &str = "1.0-test";
+
+    fn module(name: &str, depends: &str, extra: &[&str]) -> Vec<u8> {
+        let mut entries = vec![
+            format!("name={name}"),
+            format!("depends={depends}"),
+            format!("vermagic={REL} SMP mod_unload"),
+        ];
+        entries.extend(extra.iter().map(|e| e.to_string()));
+        let refs: Vec<&str> = entries.iter().map(String::as_str).collect();
+        fake_module(&refs)
+    }
+
+    fn dir_of(files: Vec<(String, Vec<u8>)>) -> ModulesDir {
+        let mut t = Tree::new(Meta::root(0o755, 0));
+        for (path, bytes) in files {
+            let inode = Inode::new(
+                Meta::root(0o644, 0),
+                Kind::File(FileData {
+                    size: bytes.len() as u64,
+                    content: Content::Bytes(bytes.into()),
+                    sha256: None,
+                }),
+            );
+            t.insert(format!("/lib/modules/{REL}/{path}").as_bytes(), inode)
+                .unwrap();
+        }
+        ModulesDir::from_tree(&t, &format!("/lib/modules/{REL}"), "test.deb")
+            .unwrap()
+            .unwrap()
+    }
+
+    fn xz(data: &[u8]) -> Vec<u8> {
+        let mut e = xz2::write::XzEncoder::new(Vec::new(), 6);
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// A small kernel: virtio stack, a SCSI stack, ext4 with a soft dependency, one builtin.
+    fn sample(with_depmod: bool) -> Vec<(String, Vec<u8>)> {
+        let mut files = vec![
+            (
+                "kernel/virtio/virtio_ring.ko".to_string(),
+                module("virtio_ring", "", &[]),
+            ),
+            (
+                "kernel/virtio/virtio.ko".into(),
+                module("virtio", "virtio_ring", &[]),
+            ),
+            (
+                "kernel/virtio/virtio_pci.ko.xz".into(),
+                xz(&module(
+                    "virtio_pci",
+                    "virtio,virtio_ring",
+                    &["alias=pci:v00001AF4d*"],
+                )),
+            ),
+            (
+                "kernel/block/virtio_blk.ko".into(),
+                module(
+                    "virtio_blk",
+                    "virtio,virtio_ring",
+                    &["alias=virtio:d00000002v*"],
+                ),
+            ),
+            (
+                "kernel/scsi/scsi_mod.ko".into(),
+                module("scsi_mod", "", &[]),
+            ),
+            (
+                "kernel/scsi/sd_mod.ko".into(),
+                module("sd_mod", "scsi_mod", &["alias=scsi:t-0x00*"]),
+            ),
+            (
+                "kernel/xen/xen-blkfront.ko".into(),
+                module("xen_blkfront", "", &["alias=xen:vbd"]),
+            ),
+            (
+                "kernel/fs/ext4.ko".into(),
+                module("ext4", "jbd2", &["alias=fs-ext4", "softdep=pre: crc32c"]),
+            ),
+            ("kernel/fs/jbd2.ko".into(), module("jbd2", "", &[])),
+            (
+                "kernel/crypto/crc32c_generic.ko".into(),
+                module(
+                    "crc32c_generic",
+                    "",
+                    &["alias=crc32c", "alias=crypto-crc32c"],
+                ),
+            ),
+            (
+                "modules.builtin".into(),
+                b"kernel/drivers/net/xen-netfront.ko\n".to_vec(),
+            ),
+        ];
+        if with_depmod {
+            let dep = "kernel/virtio/virtio_ring.ko:\n\
+                kernel/virtio/virtio.ko: kernel/virtio/virtio_ring.ko\n\
+                kernel/virtio/virtio_pci.ko.xz: kernel/virtio/virtio.ko kernel/virtio/virtio_ring.ko\n\
+                kernel/block/virtio_blk.ko: kernel/virtio/virtio.ko kernel/virtio/virtio_ring.ko\n\
+                kernel/scsi/scsi_mod.ko:\n\
+                kernel/scsi/sd_mod.ko: kernel/scsi/scsi_mod.ko\n\
+                kernel/xen/xen-blkfront.ko:\n\
+                kernel/fs/ext4.ko: kernel/fs/jbd2.ko\n\
+                kernel/fs/jbd2.ko:\n\
+                kernel/crypto/crc32c_generic.ko:\n";
+            let alias = "# Aliases extracted from modules themselves.\n\
+                alias pci:v00001AF4d* virtio_pci\n\
+                alias virtio:d00000002v* virtio_blk\n\
+                alias scsi:t-0x00* sd_mod\n\
+                alias xen:vbd xen_blkfront\n\
+                alias fs-ext4 ext4\n\
+                alias crc32c crc32c_generic\n\
+                alias crypto-crc32c crc32c_generic\n";
+            files.push(("modules.dep".into(), dep.as_bytes().to_vec()));
+            files.push(("modules.alias".into(), alias.as_bytes().to_vec()));
+        }
+        files
+    }
+
+    fn names(c: &Closure) -> Vec<&str> {
+        c.modules.iter().map(|m| m.name.as_str()).collect()
+    }
+
+    #[test]
+    fn default_set_closure_order_and_missing() {
+        for depmod in [false, true] {
+            let index = ModuleIndex::load(&dir_of(sample(depmod)), REL).unwrap();
+            assert_eq!(
+                index.source(),
+                if depmod {
+                    MetadataSource::DepmodFiles
+                } else {
+                    MetadataSource::Modinfo
+                }
+            );
+            let c = index.closure(DriverRequest::Default).unwrap();
+            assert_eq!(
+                names(&c),
+                [
+                    "crc32c_generic",
+                    "jbd2",
+                    "ext4",
+                    "scsi_mod",
+                    "sd_mod",
+                    "virtio_ring",
+                    "virtio",
+                    "virtio_blk",
+                    "virtio_pci",
+                    "xen_blkfront"
+                ],
+                "depmod files: {depmod}"
+            );
+            assert_eq!(c.builtin, ["xen_netfront"]);
+            assert_eq!(
+                c.missing,
+                [
+                    "e1000",
+                    "mptsas",
+                    "mptspi",
+                    "virtio_net",
+                    "virtio_scsi",
+                    "vmw_pvscsi",
+                    "vmxnet3"
+                ]
+            );
+            let by_name = |n: &str| c.modules.iter().find(|m| m.name == n).unwrap();
+            let pci = by_name("virtio_pci");
+            assert_eq!(pci.depends, ["virtio_ring", "virtio"]);
+            assert_eq!(pci.file, "kernel/virtio/virtio_pci.ko");
+            assert_eq!(pci.source_file, "kernel/virtio/virtio_pci.ko.xz");
+            assert!(pci.data.starts_with(b"\x7fELF"));
+            assert!(!pci.always);
+            assert_eq!(pci.aliases, ["pci:v00001AF4d*"]);
+            assert!(by_name("ext4").always);
+            assert!(by_name("crc32c_generic").always);
+            assert_eq!(
+                by_name("crc32c_generic").reason,
+                Reason::SoftDependencyOf("jbd2".into())
+            );
+            assert!(by_name("sd_mod").always);
+            assert!(!by_name("jbd2").always);
+            assert!(!by_name("virtio").always);
+            assert_eq!(
+                by_name("virtio").reason,
+                Reason::DependencyOf("virtio_blk".into())
+            );
+        }
+    }
+
+    #[test]
+    fn explicit_request_is_order_independent_and_strict() {
+        let index = ModuleIndex::load(&dir_of(sample(false)), REL).unwrap();
+        let a: Vec<String> = ["virtio-blk", "xen_blkfront", "virtio"]
+            .map(String::from)
+            .to_vec();
+        let b: Vec<String> = ["virtio", "xen-blkfront", "virtio_blk"]
+            .map(String::from)
+            .to_vec();
+        let ca = index.closure(DriverRequest::Explicit(&a)).unwrap();
+        let cb = index.closure(DriverRequest::Explicit(&b)).unwrap();
+        assert_eq!(names(&ca), names(&cb));
+        assert_eq!(
+            names(&ca),
+            ["virtio_ring", "virtio", "virtio_blk", "xen_blkfront"]
+        );
+        // virtio was asked for: it is requested even though virtio_blk also needs it.
+        assert_eq!(ca.modules[1].reason, Reason::Requested);
+        let missing: Vec<String> = vec!["virtio_blk".into(), "mptsas".into()];
+        let err = index
+            .closure(DriverRequest::Explicit(&missing))
+            .unwrap_err();
+        assert!(
+            matches!(&err, ModuleError::NotFound { name, .. } if name == "mptsas"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("test.deb:/lib/modules/1.0-test"),
+            "{err}"
+        );
+        let builtin: Vec<String> = vec!["xen-netfront".into()];
+        let c = index.closure(DriverRequest::Explicit(&builtin)).unwrap();
+        assert!(c.modules.is_empty());
+        assert_eq!(c.builtin, ["xen_netfront"]);
+    }
+
+    #[test]
+    fn broken_kernels_are_reported() {
+        let mut files = sample(false);
+        files.push(("kernel/a.ko".into(), module("a", "b", &[])));
+        files.push(("kernel/b.ko".into(), module("b", "a", &[])));
+        files.push(("kernel/c.ko".into(), module("c", "nowhere", &[])));
+        files.push((
+            "kernel/d.ko".into(),
+            fake_module(&["name=d", "vermagic=9.9 SMP"]),
+        ));
+        let index = ModuleIndex::load(&dir_of(files), REL).unwrap();
+        let ask = |n: &str| index.closure(DriverRequest::Explicit(&[n.to_string()]));
+        assert!(matches!(ask("a"), Err(ModuleError::Cycle(v)) if v == ["a", "b"]));
+        assert!(matches!(
+            ask("c"),
+            Err(ModuleError::MissingDependency { dependency, .. }) if dependency == "nowhere"
+        ));
+        let err = ask("d").unwrap_err();
+        assert!(matches!(err, ModuleError::WrongKernel { .. }), "{err}");
+        assert!(err.to_string().contains("9.9"), "{err}");
+    }
+
+    #[test]
+    fn hostile_modules_dep_is_refused() {
+        let mut files = sample(false);
+        files.push((
+            "modules.dep".into(),
+            b"../../../../etc/shadow.ko: \n".to_vec(),
+        ));
+        let err = ModuleIndex::load(&dir_of(files), REL).unwrap_err();
+        assert!(
+            matches!(err, ModuleError::File(FileError::BadPath { .. })),
+            "{err}"
+        );
+        let mut files = sample(false);
+        files.push(("modules.dep".into(), b"kernel/x.ko kernel/y.ko\n".to_vec()));
+        let err = ModuleIndex::load(&dir_of(files), REL).unwrap_err();
+        assert!(
+            matches!(err, ModuleError::Metadata { line: 1, .. }),
+            "{err}"
+        );
+        let mut files = sample(false);
+        files.push((
+            "modules.dep".into(),
+            format!("/lib/modules/{REL}/kernel/fs/jbd2.ko:\n").into_bytes(),
+        ));
+        let index = ModuleIndex::load(&dir_of(files), REL).unwrap();
+        assert_eq!(index.file_of("jbd2"), Some("kernel/fs/jbd2.ko"));
+    }
+}
