@@ -261,7 +261,7 @@ pub fn newest_host_kernel(boot: &Path, modules_root: &Path) -> Result<Kernel, Ke
 /// or `/usr/lib/modules/<release>`. `origin` names the package in messages.
 pub fn from_tree(tree: &Tree, origin: &str) -> Result<Kernel, KernelError> {
     let mut candidates: Vec<(String, String)> = Vec::new();
-    for (name, _) in dir_files(tree, "/boot") {
+    for name in dir_files(tree, "/boot") {
         if let Some(version) = name.strip_prefix("vmlinuz-") {
             candidates.push((version.to_string(), format!("/boot/{name}")));
         }
@@ -324,10 +324,11 @@ fn dir_entries(tree: &Tree, dir: &str) -> Vec<(String, bool)> {
         .collect()
 }
 
-fn dir_files(tree: &Tree, dir: &str) -> Vec<(String, bool)> {
+fn dir_files(tree: &Tree, dir: &str) -> Vec<String> {
     dir_entries(tree, dir)
         .into_iter()
-        .filter(|(name, _)| regular_file(tree, &format!("{dir}/{name}")).is_some())
+        .map(|(name, _)| name)
+        .filter(|name| regular_file(tree, &format!("{dir}/{name}")).is_some())
         .collect()
 }
 
