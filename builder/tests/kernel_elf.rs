@@ -24,6 +24,20 @@ fn static_binaries_pass() {
     assert_eq!(ok.machine, EM_X86_64);
     assert!(!ok.pie);
     assert_eq!(ok.size, fs::metadata(&exe).unwrap().len());
+    let debug = compile_c(d.path(), "static_g", HELLO, &["-static", "-g"]);
+    assert!(
+        check_static_executable(&debug, EM_X86_64)
+            .unwrap()
+            .debug_bytes
+            > 0
+    );
+    let stripped = compile_c(d.path(), "static_s", HELLO, &["-static", "-s"]);
+    assert_eq!(
+        check_static_executable(&stripped, EM_X86_64)
+            .unwrap()
+            .debug_bytes,
+        0
+    );
     // static-pie is what Rust's crt-static produces: ET_DYN without an interpreter.
     let pie = compile_c(d.path(), "static_pie", HELLO, &["-static-pie", "-fPIE"]);
     assert!(check_static_executable(&pie, EM_X86_64).unwrap().pie);

@@ -102,6 +102,8 @@ pub struct StaticElf {
     pub pie: bool,
     /// File size.
     pub size: u64,
+    /// Bytes of DWARF sections (`.debug_*`): dead weight in an initramfs.
+    pub debug_bytes: u64,
 }
 
 /// Checks the file at `path`: ELF, executable, built for `machine`, statically linked.
@@ -110,11 +112,12 @@ pub fn check_static_executable(path: &Path, machine: u16) -> Result<StaticElf, E
     check_static_bytes(path, &bytes, machine)
 }
 
-/// Reads the file at `path` and checks it as [`check_static_executable`] does; returns its bytes.
-pub fn read_checked(path: &Path, machine: u16) -> Result<Vec<u8>, ElfCheckError> {
+/// Reads the file at `path` and checks it as [`check_static_executable`] does; returns its bytes
+/// with what the checks found.
+pub fn read_checked(path: &Path, machine: u16) -> Result<(Vec<u8>, StaticElf), ElfCheckError> {
     let bytes = read_bounded(path)?;
-    check_static_bytes(path, &bytes, machine)?;
-    Ok(bytes)
+    let found = check_static_bytes(path, &bytes, machine)?;
+    Ok((bytes, found))
 }
 
 fn read_bounded(path: &Path) -> Result<Vec<u8>, ElfCheckError> {
@@ -193,6 +196,16 @@ pub fn check_static_bytes(
         machine: header.e_machine,
         pie: header.e_type == ET_DYN,
         size: bytes.len() as u64,
+        debug_bytes: elf
+            .section_headers
+            .iter()
+            .filter(|sh| {
+                elf.shdr_strtab
+                    .get_at(sh.sh_name)
+                    .is_some_and(|n| n.starts_with(".debug_"))
+            })
+            .map(|sh| sh.sh_size)
+            .fold(0u64, u64::saturating_add),
     })
 }
 

@@ -155,14 +155,22 @@ pub fn build_initramfs_with(
     options: &InitramfsOptions<'_>,
     out: &mut impl Write,
 ) -> Result<InitramfsReport, KernelError> {
-    let init = elf_check::read_checked(options.init, options.machine)?;
+    let (init, found) = elf_check::read_checked(options.init, options.machine)?;
     let init_size = init.len() as u64;
     let index = kernel.module_index()?;
     let request = match options.drivers {
         Some(list) => DriverRequest::Explicit(list),
         None => DriverRequest::Default,
     };
-    let closure = index.closure(request)?;
+    let mut closure = index.closure(request)?;
+    if found.debug_bytes > 0 {
+        closure.notes.push(format!(
+            "init {} carries {} bytes of debug info; build it without (for imgbuild-init: \
+             [profile.release.package.imgbuild-init] debug = false, strip = \"debuginfo\")",
+            options.init.display(),
+            found.debug_bytes
+        ));
+    }
 
     let mut members: BTreeMap<String, Member> = BTreeMap::new();
     for dir in MOUNT_POINTS {
@@ -397,6 +405,161 @@ impl<W: Write> Write for CountingWriter<'_, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::modinfo::fake_module;
+    use crate::kernel::{from_tree, KernelOrigin};
+    use crate::tree::{Content, FileData, Inode, Kind, Meta, Tree};
+    use std::io::Read;
+
+    fn put(t: &mut Tree, path: &str, bytes: Vec<u8>) {
+        let inode = Inode::new(
+            Meta::root(0o644, 0),
+            Kind::File(FileData {
+                size: bytes.len() as u64,
+                content: Content::Bytes(bytes.into()),
+                sha256: None,
+            }),
+        );
+        t.insert(path.as_bytes(), inode).unwrap();
+    }
+
+    /// A bzImage header with the given release, and nothing else.
+    fn fake_bzimage(release: &str) -> Vec<u8> {
+        let mut img = vec![0u8; 0x2000];
+        img[0x1fe..0x200].copy_from_slice(&[0x55, 0xaa]);
+        img[0x202..0x206].copy_from_slice(b"HdrS");
+        img[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+        img[0x20e..0x210].copy_from_slice(&0x0e00u16.to_le_bytes());
+        let v = format!("{release} (test@example) #1 SMP\0");
+        img[0x1000..0x1000 + v.len()].copy_from_slice(v.as_bytes());
+        img
+    }
+
+    /// A static x86_64 executable as far as the checks can tell: a bare ELF header.
+    fn fake_init(dir: &Path) -> PathBuf {
+        let mut h = vec![0u8; 64];
+        h[..4].copy_from_slice(b"\x7fELF");
+        h[4] = 2;
+        h[5] = 1;
+        h[6] = 1;
+        h[16] = 2; // ET_EXEC
+        h[18] = 62;
+        h[20] = 1;
+        h[52] = 64;
+        let p = dir.join("init");
+        std::fs::write(&p, h).unwrap();
+        p
+    }
+
+    #[test]
+    fn tree_kernel_initramfs_members_in_order() {
+        let rel = "1.0-test";
+        let vermagic = format!("vermagic={rel} SMP");
+        let mut t = Tree::new(Meta::root(0o755, 0));
+        put(&mut t, &format!("/boot/vmlinuz-{rel}"), fake_bzimage(rel));
+        put(
+            &mut t,
+            "/boot/vmlinuz-0.9",
+            b"older, never looked at".to_vec(),
+        );
+        let m = |name: &str, deps: &str, alias: &str| {
+            fake_module(&[
+                &format!("name={name}"),
+                &format!("depends={deps}"),
+                alias,
+                &vermagic,
+            ])
+        };
+        let base = format!("/lib/modules/{rel}/kernel");
+        put(
+            &mut t,
+            &format!("{base}/virtio_ring.ko"),
+            m("virtio_ring", "", "x=y"),
+        );
+        put(
+            &mut t,
+            &format!("{base}/virtio.ko"),
+            m("virtio", "virtio_ring", "x=y"),
+        );
+        put(
+            &mut t,
+            &format!("{base}/virtio_blk.ko"),
+            m("virtio_blk", "virtio", "alias=virtio:d00000002v*"),
+        );
+        let kernel = from_tree(&t, "k.deb").unwrap();
+        assert_eq!(kernel.version, rel);
+        assert_eq!(kernel.origin, KernelOrigin::Package("k.deb".into()));
+
+        let d = tempfile::tempdir().unwrap();
+        let init = fake_init(d.path());
+        let drivers = vec!["virtio-blk".to_string()];
+        let opts = InitramfsOptions {
+            drivers: Some(&drivers),
+            init: &init,
+            mtime: 42,
+            compression: Compression::None,
+            machine: EM_X86_64,
+        };
+        let mut out = Vec::new();
+        let report = build_initramfs_with(&kernel, &opts, &mut out).unwrap();
+        assert_eq!(report.size, out.len() as u64);
+        assert_eq!(report.cpio_size, out.len() as u64);
+
+        let mut names = Vec::new();
+        let mut index = Vec::new();
+        let mut rest = out.as_slice();
+        loop {
+            let mut entry = cpio::NewcReader::new(rest).unwrap();
+            if entry.entry().is_trailer() {
+                break;
+            }
+            let e = entry.entry();
+            assert_eq!((e.uid(), e.gid(), e.mtime()), (0, 0, 42));
+            assert_eq!(e.ino() as usize, names.len() + 1);
+            let name = e.name().to_string();
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            names.push(name.clone());
+            if name == INDEX_PATH {
+                index = data;
+            }
+            rest = entry.finish().unwrap();
+        }
+        let k = format!("lib/modules/{rel}");
+        let expected: Vec<String> = [
+            "dev".to_string(),
+            "init".into(),
+            "lib".into(),
+            "lib/modules".into(),
+            k.clone(),
+            format!("{k}/kernel"),
+            format!("{k}/kernel/virtio.ko"),
+            format!("{k}/kernel/virtio_blk.ko"),
+            format!("{k}/kernel/virtio_ring.ko"),
+            INDEX_PATH.into(),
+            "proc".into(),
+            "sys".into(),
+        ]
+        .into();
+        assert_eq!(names, expected);
+        let parsed: ModulesIndexFile = serde_json::from_slice(&index).unwrap();
+        assert_eq!(parsed.kernel, rel);
+        let order: Vec<&str> = parsed.modules.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(order, ["virtio_ring", "virtio", "virtio_blk"]);
+        assert_eq!(parsed.modules[2].depends, ["virtio_ring", "virtio"]);
+        assert_eq!(parsed.modules[2].file, "kernel/virtio_blk.ko");
+        assert!(!parsed.modules[2].always);
+        assert!(report.notes.is_empty(), "{:?}", report.notes);
+
+        // A dynamically linked init is refused before anything is written.
+        let mut out = Vec::new();
+        let dynamic = InitramfsOptions {
+            init: Path::new("/bin/ls"),
+            ..opts
+        };
+        let err = build_initramfs_with(&kernel, &dynamic, &mut out).unwrap_err();
+        assert!(matches!(err, KernelError::Elf(_)), "{err}");
+        assert!(out.is_empty());
+    }
 
     #[test]
     fn cpio_newc_layout() {
