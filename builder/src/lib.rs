@@ -1,14 +1,17 @@
 //! imgbuild: builds one root filesystem from real sources and packages it, byte for byte the same,
 //! for Xen, OpenVZ, VMware and QEMU.
 //!
-//! Data flows one way, one module per stage:
-//! [`definition`] → [`sources`] (layers) → [`tree`] → [`ext4`] → disks and packages → manifest.
+//! Data flows one way, one module per stage: [`definition`] → [`assemble`] ([`sources`], one per
+//! layer) → [`tree`] → [`finish`] (init, identity, digest) → filesystem → disks and packages
+//! ([`target`]) → [`manifest`]. [`kernel`] provides the kernel and the initramfs, [`run`] boots
+//! the packages.
 #![deny(missing_docs)]
 
 pub mod assemble;
 pub mod definition;
 pub mod finish;
 pub mod image_io;
+pub mod kernel;
 pub mod manifest;
 pub mod output;
 pub mod progress;

@@ -1,0 +1,335 @@
+//! Checks that a binary can be PID 1 of an initramfs, and finds the `imgbuild-init` binary.
+//!
+//! The initramfs holds no libraries and no dynamic loader, so a dynamically linked init dies
+//! with a bare "No such file or directory" from the kernel and a panic. Refusing it at build
+//! time, with the reason, saves a boot. The checks read only ELF headers, program headers and
+//! the dynamic section, through goblin.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use goblin::elf::header::{machine_to_str, ELFCLASS64, ET_DYN, ET_EXEC};
+use goblin::elf::Elf;
+
+/// `e_machine` of x86_64.
+pub const EM_X86_64: u16 = goblin::elf::header::EM_X86_64;
+
+/// Largest init binary accepted.
+pub const MAX_INIT_SIZE: u64 = 256 << 20;
+
+/// Environment variable naming the init binary.
+pub const INIT_ENV: &str = "IMGBUILD_INIT";
+
+/// File name of the guest init binary.
+pub const INIT_NAME: &str = "imgbuild-init";
+
+/// An init binary that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ElfCheckError {
+    /// The file cannot be read.
+    #[error("cannot read init binary {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is larger than [`MAX_INIT_SIZE`].
+    #[error("init binary {path} is {size} bytes, more than the {limit} accepted")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The bound.
+        limit: u64,
+    },
+    /// Not an ELF file, or a damaged one.
+    #[error("init binary {path} is not a valid ELF executable: {reason}")]
+    NotElf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Built for another architecture.
+    #[error(
+        "init binary {path} is built for {found} (e_machine {found_code}), not for {expected}"
+    )]
+    WrongMachine {
+        /// The file.
+        path: PathBuf,
+        /// Its architecture.
+        found: String,
+        /// Its `e_machine`.
+        found_code: u16,
+        /// The architecture wanted.
+        expected: String,
+    },
+    /// An object file, core dump or other non-executable ELF.
+    #[error("init binary {path} is an ELF file of type {e_type}, not an executable")]
+    NotExecutable {
+        /// The file.
+        path: PathBuf,
+        /// Its `e_type`.
+        e_type: u16,
+    },
+    /// Dynamically linked.
+    #[error("init binary {path} is dynamically linked ({reason}); the initramfs has no libraries: link it statically (the workspace builds imgbuild-init with crt-static)")]
+    Dynamic {
+        /// The file.
+        path: PathBuf,
+        /// The interpreter or libraries it asks for.
+        reason: String,
+    },
+    /// No init binary was found.
+    #[error("no {INIT_NAME} binary found (looked at: {}); build it with `cargo build -p imgbuild-init --release`, or name it with {INIT_ENV}=PATH", .tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    NotFound {
+        /// Paths tried.
+        tried: Vec<PathBuf>,
+    },
+}
+
+/// What the checks found about an accepted binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticElf {
+    /// `e_machine`.
+    pub machine: u16,
+    /// True for a static position-independent executable (`ET_DYN` without interpreter).
+    pub pie: bool,
+    /// File size.
+    pub size: u64,
+    /// Bytes of DWARF sections (`.debug_*`): dead weight in an initramfs.
+    pub debug_bytes: u64,
+}
+
+/// Checks the file at `path`: ELF, executable, built for `machine`, statically linked.
+pub fn check_static_executable(path: &Path, machine: u16) -> Result<StaticElf, ElfCheckError> {
+    let bytes = read_bounded(path)?;
+    check_static_bytes(path, &bytes, machine)
+}
+
+/// Reads the file at `path` and checks it as [`check_static_executable`] does; returns its bytes
+/// with what the checks found.
+pub fn read_checked(path: &Path, machine: u16) -> Result<(Vec<u8>, StaticElf), ElfCheckError> {
+    let bytes = read_bounded(path)?;
+    let found = check_static_bytes(path, &bytes, machine)?;
+    Ok((bytes, found))
+}
+
+fn read_bounded(path: &Path) -> Result<Vec<u8>, ElfCheckError> {
+    let read = |source| ElfCheckError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = fs::File::open(path).map_err(read)?;
+    let size = file.metadata().map_err(read)?.len();
+    if size > MAX_INIT_SIZE {
+        return Err(ElfCheckError::TooLarge {
+            path: path.to_path_buf(),
+            size,
+            limit: MAX_INIT_SIZE,
+        });
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.take(MAX_INIT_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read)?;
+    Ok(bytes)
+}
+
+/// Checks `bytes` (the content of `path`), as [`check_static_executable`] does.
+pub fn check_static_bytes(
+    path: &Path,
+    bytes: &[u8],
+    machine: u16,
+) -> Result<StaticElf, ElfCheckError> {
+    let not_elf = |reason: String| ElfCheckError::NotElf {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if !bytes.starts_with(b"\x7fELF") {
+        return Err(not_elf(
+            "it does not start with the ELF magic \\x7fELF".into(),
+        ));
+    }
+    let header = Elf::parse_header(bytes).map_err(|e| not_elf(format!("bad header: {e}")))?;
+    // The machine is checked before anything else is parsed, so a binary for another
+    // architecture is named as such even if goblin would stumble over the rest.
+    let x32 = header.e_machine == EM_X86_64 && header.e_ident[4] != ELFCLASS64;
+    if header.e_machine != machine || x32 {
+        let found = if x32 {
+            "x86_64 x32 (32-bit)".to_string()
+        } else {
+            machine_to_str(header.e_machine).to_string()
+        };
+        return Err(ElfCheckError::WrongMachine {
+            path: path.to_path_buf(),
+            found,
+            found_code: header.e_machine,
+            expected: machine_to_str(machine).to_string(),
+        });
+    }
+    if header.e_type != ET_EXEC && header.e_type != ET_DYN {
+        return Err(ElfCheckError::NotExecutable {
+            path: path.to_path_buf(),
+            e_type: header.e_type,
+        });
+    }
+    let elf = Elf::parse(bytes).map_err(|e| not_elf(e.to_string()))?;
+    if let Some(interp) = elf.interpreter {
+        return Err(ElfCheckError::Dynamic {
+            path: path.to_path_buf(),
+            reason: format!("it asks for the program interpreter {interp}"),
+        });
+    }
+    if !elf.libraries.is_empty() {
+        return Err(ElfCheckError::Dynamic {
+            path: path.to_path_buf(),
+            reason: format!("it needs the shared libraries {}", elf.libraries.join(", ")),
+        });
+    }
+    Ok(StaticElf {
+        machine: header.e_machine,
+        pie: header.e_type == ET_DYN,
+        size: bytes.len() as u64,
+        debug_bytes: elf
+            .section_headers
+            .iter()
+            .filter(|sh| {
+                elf.shdr_strtab
+                    .get_at(sh.sh_name)
+                    .is_some_and(|n| n.starts_with(".debug_"))
+            })
+            .map(|sh| sh.sh_size)
+            .fold(0u64, u64::saturating_add),
+    })
+}
+
+/// Finds the init binary: `explicit` when given, else `$IMGBUILD_INIT`, else `imgbuild-init`
+/// next to the running executable or in its parent directory (which covers
+/// `target/<triple>/{debug,release}/` for the builder and `…/deps/` for tests).
+pub fn locate_init(explicit: Option<&Path>) -> Result<PathBuf, ElfCheckError> {
+    locate_from(
+        explicit,
+        std::env::var_os(INIT_ENV),
+        std::env::current_exe().ok(),
+    )
+}
+
+fn locate_from(
+    explicit: Option<&Path>,
+    env: Option<OsString>,
+    exe: Option<PathBuf>,
+) -> Result<PathBuf, ElfCheckError> {
+    // A path the user named must exist: silently falling back to another binary would hide a typo.
+    let named = explicit
+        .map(Path::to_path_buf)
+        .or_else(|| env.filter(|v| !v.is_empty()).map(PathBuf::from));
+    if let Some(path) = named {
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(ElfCheckError::NotFound { tried: vec![path] })
+        };
+    }
+    let mut tried = Vec::new();
+    if let Some(dir) = exe.as_deref().and_then(Path::parent) {
+        tried.push(dir.join(INIT_NAME));
+        if let Some(up) = dir.parent() {
+            tried.push(up.join(INIT_NAME));
+        }
+    }
+    match tried.iter().find(|p| p.is_file()) {
+        Some(found) => Ok(found.clone()),
+        None => Err(ElfCheckError::NotFound { tried }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 64-byte ELF header of the given class, type and machine, with nothing after it.
+    fn header(class: u8, e_type: u16, machine: u16) -> Vec<u8> {
+        let mut h = vec![0u8; 64];
+        h[..4].copy_from_slice(b"\x7fELF");
+        h[4] = class;
+        h[5] = 1;
+        h[6] = 1;
+        h[16..18].copy_from_slice(&e_type.to_le_bytes());
+        h[18..20].copy_from_slice(&machine.to_le_bytes());
+        h[20] = 1;
+        h[52..54].copy_from_slice(&64u16.to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn header_level_refusals() {
+        let p = Path::new("/x/init");
+        let err = check_static_bytes(p, b"#!/bin/sh\n", EM_X86_64).unwrap_err();
+        assert!(matches!(err, ElfCheckError::NotElf { .. }), "{err}");
+        assert!(err.to_string().contains("/x/init"));
+        let err = check_static_bytes(p, &header(2, ET_EXEC, 183), EM_X86_64).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ElfCheckError::WrongMachine {
+                    found_code: 183,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("ARM_AARCH64") || err.to_string().contains("183"));
+        let err = check_static_bytes(p, &header(1, ET_EXEC, EM_X86_64), EM_X86_64).unwrap_err();
+        assert!(matches!(err, ElfCheckError::WrongMachine { .. }), "{err}");
+        let err = check_static_bytes(p, &header(2, 1, EM_X86_64), EM_X86_64).unwrap_err();
+        assert!(matches!(
+            err,
+            ElfCheckError::NotExecutable { e_type: 1, .. }
+        ));
+        // The same aarch64 header is accepted as far as the machine goes when that is expected.
+        let ok = check_static_bytes(p, &header(2, ET_EXEC, 183), 183).unwrap();
+        assert!(!ok.pie);
+    }
+
+    #[test]
+    fn locates_explicit_env_and_beside_exe() {
+        let d = tempfile::tempdir().unwrap();
+        let deps = d.path().join("debug/deps");
+        fs::create_dir_all(&deps).unwrap();
+        let exe = deps.join("kernel_test-123");
+        let err = locate_from(None, None, Some(exe.clone())).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("cargo build -p imgbuild-init --release"),
+            "{msg}"
+        );
+        assert!(msg.contains("debug/deps/imgbuild-init"), "{msg}");
+        let init = d.path().join("debug").join(INIT_NAME);
+        fs::write(&init, b"x").unwrap();
+        assert_eq!(locate_from(None, None, Some(exe.clone())).unwrap(), init);
+        let beside = deps.join(INIT_NAME);
+        fs::write(&beside, b"x").unwrap();
+        assert_eq!(locate_from(None, None, Some(exe.clone())).unwrap(), beside);
+        let other = d.path().join("other");
+        fs::write(&other, b"x").unwrap();
+        assert_eq!(
+            locate_from(None, Some(other.clone().into()), Some(exe.clone())).unwrap(),
+            other
+        );
+        assert_eq!(
+            locate_from(Some(&init), Some(other.into()), Some(exe.clone())).unwrap(),
+            init
+        );
+        let missing = d.path().join("missing");
+        assert!(matches!(
+            locate_from(Some(&missing), None, Some(exe)),
+            Err(ElfCheckError::NotFound { .. })
+        ));
+    }
+}
