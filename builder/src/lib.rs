@@ -6,6 +6,8 @@
 #![deny(missing_docs)]
 
 pub mod definition;
+pub mod disk;
 pub mod image_io;
 pub mod sources;
 pub mod tree;
+pub mod vmdk;
