@@ -102,8 +102,8 @@ fn assert_same_disk(reader: &dyn ReadAt, raw: &Path) {
     for at in [GRAIN - 3, 40 * MIB - 12, cap - 5] {
         let mut b = [0u8; 7];
         let n = reader.read_at(&mut b, at).unwrap();
-        for i in 0..n {
-            assert_eq!(b[i], raw.get(at as usize + i).copied().unwrap_or(0));
+        for (i, &got) in b[..n].iter().enumerate() {
+            assert_eq!(got, raw.get(at as usize + i).copied().unwrap_or(0));
         }
     }
 }

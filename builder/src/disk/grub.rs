@@ -333,7 +333,7 @@ fn check_value(field: &'static str, value: &str, spaces: bool) -> Result<(), Gru
         reason,
     };
     for c in value.chars() {
-        if !c.is_ascii_graphic() && !(spaces && c == ' ') {
+        if !(c.is_ascii_graphic() || spaces && c == ' ') {
             return Err(bad("only printable ASCII is allowed here"));
         }
         if matches!(
