@@ -307,3 +307,49 @@ fn qemu_img_notices_a_changed_grain() {
     assert!(!ok, "compare missed the change: {text}");
     assert!(text.contains("Content mismatch at offset 0"), "{text}");
 }
+
+#[test]
+fn mostly_empty_2_gib_disk_is_cheap() {
+    // Only the data ranges are read: a 2 GiB disk with 1 MiB of data converts in moments and
+    // its outputs stay small.
+    let Some(qemu) = qemu_img() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("big.raw");
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&raw)
+        .unwrap();
+    f.set_len(2 << 30).unwrap();
+    let mut b = vec![0u8; MIB as usize];
+    fill(&mut b, 9);
+    f.write_all_at(&b, 1536 * MIB).unwrap();
+    for format in [
+        VmdkFormat::MonolithicSparse,
+        VmdkFormat::StreamOptimized,
+        VmdkFormat::MonolithicFlat,
+    ] {
+        let dest = dir.path().join(format!("{format:?}.vmdk"));
+        let files = write_vmdk(&f, format, &dest, &opts()).unwrap();
+        let on_disk: u64 = files
+            .iter()
+            .map(|p| {
+                use std::os::unix::fs::MetadataExt;
+                fs::metadata(p).unwrap().blocks() * 512
+            })
+            .sum();
+        assert!(on_disk < 4 * MIB, "{format:?} takes {on_disk} bytes");
+        let (ok, text) = run(Command::new(qemu)
+            .args(["compare", "-f", "raw", "-F", "vmdk"])
+            .arg(&raw)
+            .arg(&dest));
+        assert!(ok, "{format:?}: {text}");
+        let r = VmdkReader::open(&dest).unwrap();
+        assert_eq!(
+            r.allocated_ranges().unwrap(),
+            vec![(1536 * MIB, 1537 * MIB)],
+            "{format:?}"
+        );
+    }
+}
