@@ -6,6 +6,7 @@
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use imgbuild::definition::{ScsiAdapter, VmdkFormat};
 use imgbuild::image_io::ReadAt;
@@ -215,6 +216,20 @@ fn extents_must_stay_beside_the_descriptor() {
         fs::write(&bad, text.replace(from, &to)).unwrap();
         assert!(VmdkReader::open(&bad).is_err(), "{to}");
     }
+    // An extent that is a FIFO (opening it would block) or a directory.
+    let fifo = dir.path().join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    fs::create_dir(dir.path().join("sub")).unwrap();
+    for name in ["fifo", "sub"] {
+        let bad = dir.path().join("bad.vmdk");
+        fs::write(&bad, text.replace("MonolithicFlat-flat.vmdk", name)).unwrap();
+        assert!(VmdkReader::open(&bad).is_err(), "{name}");
+    }
+    assert!(VmdkReader::open(&fifo).is_err());
     // Garbage that is neither KDMV nor a descriptor.
     let bad = dir.path().join("garbage.vmdk");
     fs::write(&bad, [0xC3u8; 4096]).unwrap();

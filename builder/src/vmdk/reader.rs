@@ -46,11 +46,7 @@ enum Backing {
 impl VmdkReader {
     /// Opens the VMDK at `path` (a sparse file or a descriptor).
     pub fn open(path: &Path) -> Result<VmdkReader, VmdkError> {
-        let file = File::open(path).map_err(|source| VmdkError::Io {
-            what: "open",
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let file = open_image_file(path)?;
         let file_len = block_device_or_file_size(&file).map_err(|source| VmdkError::Io {
             what: "get the size of",
             path: path.to_path_buf(),
@@ -134,11 +130,7 @@ impl VmdkReader {
                 "FLAT" | "VMFS" | "SPARSE" => {
                     let name = e.file.as_deref().unwrap_or("");
                     let epath = dir.join(safe_extent_name(name).map_err(ebad)?);
-                    let f = File::open(&epath).map_err(|source| VmdkError::Io {
-                        what: "open extent",
-                        path: epath.clone(),
-                        source,
-                    })?;
+                    let f = open_image_file(&epath)?;
                     let flen = block_device_or_file_size(&f).map_err(|source| VmdkError::Io {
                         what: "get the size of",
                         path: epath.clone(),
@@ -290,6 +282,25 @@ impl ReadAt for VmdkReader {
     fn size(&self) -> std::io::Result<u64> {
         Ok(self.capacity)
     }
+}
+
+/// Opens a regular file or block device; anything else (a FIFO would block forever) is
+/// refused before opening.
+fn open_image_file(path: &Path) -> Result<File, VmdkError> {
+    use std::os::unix::fs::FileTypeExt;
+    let io = |source| VmdkError::Io {
+        what: "open",
+        path: path.to_path_buf(),
+        source,
+    };
+    let ft = std::fs::metadata(path).map_err(io)?.file_type();
+    if !ft.is_file() && !ft.is_block_device() {
+        return Err(VmdkError::Unsupported {
+            path: path.to_path_buf(),
+            reason: "not a regular file or block device".into(),
+        });
+    }
+    File::open(path).map_err(io)
 }
 
 /// An extent name must stay inside the descriptor's directory.
