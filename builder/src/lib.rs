@@ -9,6 +9,7 @@
 
 pub mod assemble;
 pub mod definition;
+pub mod disk;
 pub mod finish;
 pub mod image_io;
 pub mod kernel;
@@ -19,3 +20,5 @@ pub mod run;
 pub mod sources;
 pub mod target;
 pub mod tree;
+pub mod vmdk;
+pub mod vmdk;
