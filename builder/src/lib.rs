@@ -21,4 +21,3 @@ pub mod sources;
 pub mod target;
 pub mod tree;
 pub mod vmdk;
-pub mod vmdk;
