@@ -296,15 +296,33 @@ mod tests {
         let d0 = digest(&base);
         let xattrs = vec![(b"user.a".to_vec(), b"1".to_vec())];
         let variants = [
-            Entry { path: b"/y", ..base },
-            Entry { mode: 0o4644, ..base },
+            Entry {
+                path: b"/y",
+                ..base
+            },
+            Entry {
+                mode: 0o4644,
+                ..base
+            },
             Entry { uid: 70000, ..base },
             Entry { gid: 1, ..base },
-            Entry { hard_link_of: Some(b"/w"), ..base },
-            Entry { xattrs: &xattrs, ..base },
-            Entry { kind: EntryKind::Fifo, ..base },
             Entry {
-                kind: EntryKind::File { size: 1, sha256: [0; 32] },
+                hard_link_of: Some(b"/w"),
+                ..base
+            },
+            Entry {
+                xattrs: &xattrs,
+                ..base
+            },
+            Entry {
+                kind: EntryKind::Fifo,
+                ..base
+            },
+            Entry {
+                kind: EntryKind::File {
+                    size: 1,
+                    sha256: [0; 32],
+                },
                 ..base
             },
         ];

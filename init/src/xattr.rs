@@ -69,13 +69,25 @@ mod tests {
             let n = CString::new(name).unwrap();
             // SAFETY: valid NUL-terminated strings and a valid value buffer.
             let r = unsafe {
-                libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+                libc::lsetxattr(
+                    c.as_ptr(),
+                    n.as_ptr(),
+                    value.as_ptr().cast(),
+                    value.len(),
+                    0,
+                )
             };
             if r != 0 {
                 return; // filesystem without user xattrs (tmpfs on old kernels)
             }
         }
         let got = read(&p).unwrap();
-        assert_eq!(got, vec![(b"user.a".to_vec(), b"1".to_vec()), (b"user.b".to_vec(), b"2".to_vec())]);
+        assert_eq!(
+            got,
+            vec![
+                (b"user.a".to_vec(), b"1".to_vec()),
+                (b"user.b".to_vec(), b"2".to_vec())
+            ]
+        );
     }
 }
