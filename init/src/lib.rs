@@ -8,9 +8,14 @@
 //! records about the machine ([`platform`]).
 #![deny(missing_docs)]
 
+pub mod blockdev;
 pub mod clock;
 pub mod console;
+pub mod cmdline;
 pub mod digest;
+pub mod modules;
+pub mod mounts;
+pub mod platform;
 pub mod profile;
 pub mod results;
 pub mod runner;
