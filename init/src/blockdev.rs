@@ -52,7 +52,9 @@ pub fn list_block_devices(class_block: &Path) -> Vec<BlockDevice> {
         let (Ok(major), Ok(minor)) = (major.parse(), minor.parse()) else {
             continue;
         };
-        let sectors = read_trimmed(&dir.join("size")).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let sectors = read_trimmed(&dir.join("size"))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         if sectors == 0 {
             continue;
         }
@@ -171,7 +173,14 @@ pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
 /// Formats a UUID the usual 8-4-4-4-12 way.
 pub fn format_uuid(uuid: &[u8; 16]) -> String {
     let h: String = uuid.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// The `root=` of the kernel command line.
@@ -194,7 +203,8 @@ impl RootSpec {
         if let Some(l) = text.strip_prefix("LABEL=") {
             return Some(RootSpec::Label(l.to_owned()));
         }
-        text.starts_with('/').then(|| RootSpec::Path(PathBuf::from(text)))
+        text.starts_with('/')
+            .then(|| RootSpec::Path(PathBuf::from(text)))
     }
 }
 
@@ -215,7 +225,9 @@ pub fn find_root(candidates: &[PathBuf], spec: &RootSpec) -> Option<FoundRoot> {
         // The named node itself, or a candidate for the same device number.
         let device = candidates
             .iter()
-            .find(|c| fs::metadata(c).is_ok_and(|m| m.file_type().is_block_device() && m.rdev() == wanted))
+            .find(|c| {
+                fs::metadata(c).is_ok_and(|m| m.file_type().is_block_device() && m.rdev() == wanted)
+            })
             .cloned()
             .unwrap_or_else(|| p.clone());
         let superblock = read_ext_superblock(&device).ok().flatten();
@@ -248,7 +260,9 @@ pub fn find_results_disks(candidates: &[PathBuf]) -> Vec<PathBuf> {
             continue;
         };
         let mut header = vec![0u8; HEADER_SIZE];
-        if file.read_exact_at(&mut header, 0).is_ok() && results_format::parse_header(&header).is_ok() {
+        if file.read_exact_at(&mut header, 0).is_ok()
+            && results_format::parse_header(&header).is_ok()
+        {
             out.push(candidate.clone());
         }
     }
@@ -280,24 +294,52 @@ mod tests {
             eprintln!("mke2fs missing: skipped");
             return;
         };
-        let e3 = mkfs(dir.path(), "e3", "ext3", "0a1b2c3d-0000-4000-8000-0000000000e3", "root3").unwrap();
-        let e2 = mkfs(dir.path(), "e2", "ext2", "0a1b2c3d-0000-4000-8000-0000000000e2", "root2").unwrap();
+        let e3 = mkfs(
+            dir.path(),
+            "e3",
+            "ext3",
+            "0a1b2c3d-0000-4000-8000-0000000000e3",
+            "root3",
+        )
+        .unwrap();
+        let e2 = mkfs(
+            dir.path(),
+            "e2",
+            "ext2",
+            "0a1b2c3d-0000-4000-8000-0000000000e2",
+            "root2",
+        )
+        .unwrap();
         let junk = dir.path().join("junk");
         fs::write(&junk, vec![0xffu8; 8192]).unwrap();
         let tiny = dir.path().join("tiny");
         fs::write(&tiny, b"x").unwrap();
         let candidates = vec![junk, tiny, e2.clone(), e3.clone(), e4.clone()];
 
-        let found = find_root(&candidates, &RootSpec::parse(&format!("UUID={u4}")).unwrap()).unwrap();
+        let found = find_root(
+            &candidates,
+            &RootSpec::parse(&format!("UUID={u4}")).unwrap(),
+        )
+        .unwrap();
         assert_eq!(found.device, e4);
         let sb = found.superblock.unwrap();
         assert_eq!((sb.fstype, sb.label.as_str()), ("ext4", "root4"));
         assert_eq!(format_uuid(&sb.uuid), u4);
 
         let found = find_root(&candidates, &RootSpec::Label("root3".into())).unwrap();
-        assert_eq!((found.device, found.superblock.unwrap().fstype), (e3, "ext3"));
+        assert_eq!(
+            (found.device, found.superblock.unwrap().fstype),
+            (e3, "ext3")
+        );
         let uuid2 = RootSpec::parse("UUID=0A1B2C3D-0000-4000-8000-0000000000E2").unwrap();
-        assert_eq!(find_root(&candidates, &uuid2).unwrap().superblock.unwrap().fstype, "ext2");
+        assert_eq!(
+            find_root(&candidates, &uuid2)
+                .unwrap()
+                .superblock
+                .unwrap()
+                .fstype,
+            "ext2"
+        );
         let absent = RootSpec::parse("UUID=ffffffff-0000-4000-8000-0000000000e4").unwrap();
         assert!(find_root(&candidates, &absent).is_none());
         let _ = e2;
@@ -305,10 +347,16 @@ mod tests {
 
     #[test]
     fn root_spec_parsing() {
-        assert!(matches!(RootSpec::parse("/dev/vda"), Some(RootSpec::Path(_))));
+        assert!(matches!(
+            RootSpec::parse("/dev/vda"),
+            Some(RootSpec::Path(_))
+        ));
         assert!(RootSpec::parse("UUID=nope").is_none());
         assert!(RootSpec::parse("vda").is_none());
-        assert_eq!(parse_uuid("000102030405060708090a0b0c0d0e0f").unwrap()[15], 15);
+        assert_eq!(
+            parse_uuid("000102030405060708090a0b0c0d0e0f").unwrap()[15],
+            15
+        );
     }
 
     #[test]
@@ -326,8 +374,13 @@ mod tests {
     fn results_disk_found_by_its_header() {
         let dir = tempfile::tempdir().unwrap();
         let results = dir.path().join("results.img");
-        crate::results::create_results_image(&results, 1 << 20, "img", crate::digest::RootfsDigest([0; 32]))
-            .unwrap();
+        crate::results::create_results_image(
+            &results,
+            1 << 20,
+            "img",
+            crate::digest::RootfsDigest([0; 32]),
+        )
+        .unwrap();
         let other = dir.path().join("other.img");
         fs::write(&other, vec![0u8; 8192]).unwrap();
         assert_eq!(find_results_disks(&[other, results.clone()]), vec![results]);
@@ -336,9 +389,11 @@ mod tests {
     #[test]
     fn sysfs_listing() {
         let sys = tempfile::tempdir().unwrap();
-        for (name, dev, size, part) in
-            [("vda", "254:0", "2048", false), ("vda1", "254:1", "1024", true), ("sr0", "11:0", "0", false)]
-        {
+        for (name, dev, size, part) in [
+            ("vda", "254:0", "2048", false),
+            ("vda1", "254:1", "1024", true),
+            ("sr0", "11:0", "0", false),
+        ] {
             let d = sys.path().join(name);
             fs::create_dir(&d).unwrap();
             fs::write(d.join("dev"), format!("{dev}\n")).unwrap();
@@ -349,11 +404,20 @@ mod tests {
         }
         let devs = list_block_devices(sys.path());
         assert_eq!(devs.len(), 2, "empty sr0 skipped");
-        assert_eq!((devs[0].name.as_str(), devs[0].major, devs[0].partition), ("vda", 254, false));
+        assert_eq!(
+            (devs[0].name.as_str(), devs[0].major, devs[0].partition),
+            ("vda", 254, false)
+        );
         assert!(devs[1].partition);
         assert_eq!(
-            BlockDevice { name: "cciss!c0d0".into(), major: 1, minor: 1, partition: false, sectors: 1 }
-                .node_path(Path::new("/dev")),
+            BlockDevice {
+                name: "cciss!c0d0".into(),
+                major: 1,
+                minor: 1,
+                partition: false,
+                sectors: 1
+            }
+            .node_path(Path::new("/dev")),
             Path::new("/dev/cciss/c0d0")
         );
     }

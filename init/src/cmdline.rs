@@ -52,12 +52,18 @@ impl Cmdline {
 
     /// Reads /proc/cmdline; `None` when /proc is not mounted.
     pub fn read() -> Option<Cmdline> {
-        std::fs::read_to_string(PROC_CMDLINE).ok().map(|t| Cmdline::parse(&t))
+        std::fs::read_to_string(PROC_CMDLINE)
+            .ok()
+            .map(|t| Cmdline::parse(&t))
     }
 
     /// The value of the last `key=value`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.params.iter().rev().find(|(k, _)| k == key).and_then(|(_, v)| v.as_deref())
+        self.params
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.as_deref())
     }
 
     /// True when `key` appears, with or without a value.
@@ -67,7 +73,10 @@ impl Cmdline {
 
     /// The value of `key` as seconds, when present and a finite non-negative number.
     pub fn seconds(&self, key: &str) -> Option<f64> {
-        self.get(key)?.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0)
+        self.get(key)?
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s >= 0.0)
     }
 }
 

@@ -9,10 +9,13 @@
 #![deny(missing_docs)]
 
 pub mod blockdev;
+pub mod boot;
+pub mod build_info;
 pub mod clock;
-pub mod console;
 pub mod cmdline;
+pub mod console;
 pub mod digest;
+pub mod guest_digest;
 pub mod modules;
 pub mod mounts;
 pub mod platform;

@@ -51,7 +51,11 @@ pub fn mount(
     data: Option<&str>,
 ) -> Result<(), MountError> {
     let action = || {
-        format!("mount {source} on {} (type {}, flags {flags:#x})", target.display(), fstype.unwrap_or("none"))
+        format!(
+            "mount {source} on {} (type {}, flags {flags:#x})",
+            target.display(),
+            fstype.unwrap_or("none")
+        )
     };
     let wrap = |source: io::Error| MountError {
         action: action(),
@@ -68,7 +72,9 @@ pub fn mount(
             c_target.as_ptr(),
             c_type.as_ref().map_or(std::ptr::null(), |t| t.as_ptr()),
             flags,
-            c_data.as_ref().map_or(std::ptr::null(), |d| d.as_ptr().cast()),
+            c_data
+                .as_ref()
+                .map_or(std::ptr::null(), |d| d.as_ptr().cast()),
         )
     };
     if r == 0 {
@@ -162,10 +168,19 @@ mod tests {
 
     #[test]
     fn failures_name_the_call() {
-        let err = mount("none", Path::new("/nonexistent/imgbuild"), Some("bogusfs"), 0, None)
-            .unwrap_err();
+        let err = mount(
+            "none",
+            Path::new("/nonexistent/imgbuild"),
+            Some("bogusfs"),
+            0,
+            None,
+        )
+        .unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("/nonexistent/imgbuild") && text.contains("bogusfs"), "{text}");
+        assert!(
+            text.contains("/nonexistent/imgbuild") && text.contains("bogusfs"),
+            "{text}"
+        );
         assert!(err.errno().is_some());
     }
 }

@@ -50,7 +50,13 @@ pub fn cpuid_signatures() -> Vec<String> {
         let text: String = bytes
             .iter()
             .take_while(|&&b| b != 0)
-            .map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '?' })
+            .map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    b as char
+                } else {
+                    '?'
+                }
+            })
             .collect();
         if !text.is_empty() {
             found.push(text);
@@ -67,9 +73,14 @@ pub fn cpuid_signatures() -> Vec<String> {
 
 /// Picks the hypervisor from CPUID signatures and /sys/hypervisor/type (which is how a Xen PV
 /// guest, whose CPUID is the bare CPU's, knows it runs on Xen).
-pub fn choose_hypervisor(signatures: &[String], sys_type: Option<&str>) -> (Hypervisor, Option<String>) {
+pub fn choose_hypervisor(
+    signatures: &[String],
+    sys_type: Option<&str>,
+) -> (Hypervisor, Option<String>) {
     if sys_type.map(str::trim) == Some("xen") {
-        let sig = signatures.iter().find(|s| classify_signature(s) == Hypervisor::Xen);
+        let sig = signatures
+            .iter()
+            .find(|s| classify_signature(s) == Hypervisor::Xen);
         return (Hypervisor::Xen, sig.or(signatures.first()).cloned());
     }
     // The last non-Hyper-V signature is the real hypervisor behind enlightenments.
@@ -118,7 +129,9 @@ impl ContainerHints {
             dockerenv: exists("/.dockerenv"),
             containerenv: exists("/run/.containerenv"),
             cgroup: fs::read_to_string("/proc/1/cgroup").ok(),
-            sched_pid: fs::read_to_string("/proc/1/sched").ok().and_then(|t| sched_pid(&t)),
+            sched_pid: fs::read_to_string("/proc/1/sched")
+                .ok()
+                .and_then(|t| sched_pid(&t)),
         }
     }
 }
@@ -141,7 +154,10 @@ pub fn container_from_hints(h: &ContainerHints) -> Option<ContainerInfo> {
         return found(ContainerKind::Openvz, "/proc/vz without /proc/bc");
     }
     if h.beancounters && !h.proc_bc {
-        return found(ContainerKind::Openvz, "/proc/user_beancounters without /proc/bc");
+        return found(
+            ContainerKind::Openvz,
+            "/proc/user_beancounters without /proc/bc",
+        );
     }
     if let Some(value) = &h.env_container {
         let kind = match value.as_str() {
@@ -172,7 +188,10 @@ pub fn container_from_hints(h: &ContainerHints) -> Option<ContainerInfo> {
         }
     }
     if let Some(pid) = h.sched_pid.filter(|&p| p != 1) {
-        return found(ContainerKind::Other, &format!("/proc/1/sched shows host pid {pid}"));
+        return found(
+            ContainerKind::Other,
+            &format!("/proc/1/sched shows host pid {pid}"),
+        );
     }
     None
 }
@@ -229,7 +248,9 @@ fn uname() -> (String, String, String) {
     }
     let field = |f: &[libc::c_char]| {
         // SAFETY: uname NUL-terminates each field within its array.
-        unsafe { CStr::from_ptr(f.as_ptr()) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(f.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
     };
     (field(&u.release), field(&u.version), field(&u.machine))
 }
@@ -240,13 +261,17 @@ pub fn kernel_release() -> String {
 }
 
 fn read_trimmed(path: &str) -> Option<String> {
-    fs::read_to_string(path).ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty())
+    fs::read_to_string(path)
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
 }
 
 /// Everything the run records about the machine.
 pub fn collect(cmdline: Option<&Cmdline>, container: Option<ContainerInfo>) -> Platform {
     let sys_type = read_trimmed("/sys/hypervisor/type");
-    let (hypervisor, hypervisor_signature) = choose_hypervisor(&cpuid_signatures(), sys_type.as_deref());
+    let (hypervisor, hypervisor_signature) =
+        choose_hypervisor(&cpuid_signatures(), sys_type.as_deref());
     let (kernel_release, kernel_version, machine) = uname();
     Platform {
         hypervisor,
@@ -256,11 +281,17 @@ pub fn collect(cmdline: Option<&Cmdline>, container: Option<ContainerInfo>) -> P
         kernel_release,
         kernel_version,
         machine,
-        cpu_model: fs::read_to_string("/proc/cpuinfo").ok().and_then(|t| cpu_model(&t)),
+        cpu_model: fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|t| cpu_model(&t)),
         online_cpus: online_cpus(),
         usable_cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
-        memory_total_kib: fs::read_to_string("/proc/meminfo").ok().and_then(|t| mem_total_kib(&t)),
-        clocksource: read_trimmed("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
+        memory_total_kib: fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|t| mem_total_kib(&t)),
+        clocksource: read_trimmed(
+            "/sys/devices/system/clocksource/clocksource0/current_clocksource",
+        ),
         kernel_cmdline: cmdline.map(|c| c.raw.clone()),
     }
 }
@@ -282,11 +313,24 @@ mod tests {
     #[test]
     fn enlightenments_do_not_hide_the_real_hypervisor() {
         let sigs = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert_eq!(choose_hypervisor(&sigs(&["Microsoft Hv", "XenVMMXenVMM"]), None).0, Hypervisor::Xen);
-        assert_eq!(choose_hypervisor(&sigs(&["Microsoft Hv", "KVMKVMKVM"]), None).0, Hypervisor::Kvm);
-        assert_eq!(choose_hypervisor(&sigs(&["Microsoft Hv"]), None).0, Hypervisor::HyperV);
+        assert_eq!(
+            choose_hypervisor(&sigs(&["Microsoft Hv", "XenVMMXenVMM"]), None).0,
+            Hypervisor::Xen
+        );
+        assert_eq!(
+            choose_hypervisor(&sigs(&["Microsoft Hv", "KVMKVMKVM"]), None).0,
+            Hypervisor::Kvm
+        );
+        assert_eq!(
+            choose_hypervisor(&sigs(&["Microsoft Hv"]), None).0,
+            Hypervisor::HyperV
+        );
         assert_eq!(choose_hypervisor(&[], None), (Hypervisor::BareMetal, None));
-        assert_eq!(choose_hypervisor(&[], Some("xen\n")).0, Hypervisor::Xen, "Xen PV");
+        assert_eq!(
+            choose_hypervisor(&[], Some("xen\n")).0,
+            Hypervisor::Xen,
+            "Xen PV"
+        );
     }
 
     #[test]
@@ -294,7 +338,9 @@ mod tests {
         let sigs = cpuid_signatures();
         let (hv, sig) = choose_hypervisor(&sigs, read_trimmed("/sys/hypervisor/type").as_deref());
         let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap();
-        let flagged = cpuinfo.lines().any(|l| l.starts_with("flags") && l.contains(" hypervisor"));
+        let flagged = cpuinfo
+            .lines()
+            .any(|l| l.starts_with("flags") && l.contains(" hypervisor"));
         if !flagged {
             assert_eq!(hv, Hypervisor::BareMetal, "{sigs:?}");
         }
@@ -310,19 +356,55 @@ mod tests {
 
     #[test]
     fn container_rules() {
-        let vz = ContainerHints { proc_vz: true, ..Default::default() };
-        assert_eq!(container_from_hints(&vz).unwrap().kind, ContainerKind::Openvz);
-        let node = ContainerHints { proc_vz: true, proc_bc: true, beancounters: true, ..Default::default() };
-        assert!(container_from_hints(&node).is_none(), "an OpenVZ host node is no container");
-        let lxc = ContainerHints { env_container: Some("lxc".into()), ..Default::default() };
+        let vz = ContainerHints {
+            proc_vz: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            container_from_hints(&vz).unwrap().kind,
+            ContainerKind::Openvz
+        );
+        let node = ContainerHints {
+            proc_vz: true,
+            proc_bc: true,
+            beancounters: true,
+            ..Default::default()
+        };
+        assert!(
+            container_from_hints(&node).is_none(),
+            "an OpenVZ host node is no container"
+        );
+        let lxc = ContainerHints {
+            env_container: Some("lxc".into()),
+            ..Default::default()
+        };
         assert_eq!(container_from_hints(&lxc).unwrap().kind, ContainerKind::Lxc);
-        let docker = ContainerHints { dockerenv: true, ..Default::default() };
-        assert_eq!(container_from_hints(&docker).unwrap().kind, ContainerKind::Runc);
-        let cg = ContainerHints { cgroup: Some("0::/kubepods/x".into()), ..Default::default() };
+        let docker = ContainerHints {
+            dockerenv: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            container_from_hints(&docker).unwrap().kind,
+            ContainerKind::Runc
+        );
+        let cg = ContainerHints {
+            cgroup: Some("0::/kubepods/x".into()),
+            ..Default::default()
+        };
         assert_eq!(container_from_hints(&cg).unwrap().kind, ContainerKind::Runc);
-        let ns = ContainerHints { sched_pid: Some(4242), ..Default::default() };
-        assert_eq!(container_from_hints(&ns).unwrap().kind, ContainerKind::Other);
-        let vm = ContainerHints { sched_pid: Some(1), cgroup: Some("0::/\n".into()), ..Default::default() };
+        let ns = ContainerHints {
+            sched_pid: Some(4242),
+            ..Default::default()
+        };
+        assert_eq!(
+            container_from_hints(&ns).unwrap().kind,
+            ContainerKind::Other
+        );
+        let vm = ContainerHints {
+            sched_pid: Some(1),
+            cgroup: Some("0::/\n".into()),
+            ..Default::default()
+        };
         assert!(container_from_hints(&vm).is_none());
     }
 
@@ -334,7 +416,13 @@ mod tests {
         assert_eq!(count_cpu_list("0"), Some(1));
         assert_eq!(count_cpu_list("3-1"), None);
         assert_eq!(count_cpu_list(""), None);
-        assert_eq!(mem_total_kib("MemTotal:       16318784 kB\nMemFree: 1 kB"), Some(16318784));
-        assert_eq!(cpu_model("processor\t: 0\nmodel name\t: AMD EPYC 7B13\n"), Some("AMD EPYC 7B13".into()));
+        assert_eq!(
+            mem_total_kib("MemTotal:       16318784 kB\nMemFree: 1 kB"),
+            Some(16318784)
+        );
+        assert_eq!(
+            cpu_model("processor\t: 0\nmodel name\t: AMD EPYC 7B13\n"),
+            Some("AMD EPYC 7B13".into())
+        );
     }
 }

@@ -95,13 +95,11 @@ pub fn run_workload(
         return finish(result);
     };
     let dir = workdir.join(&spec.name);
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        result.reason = Some(format!(
-            "cannot create work directory {}: {e}",
-            dir.display()
-        ));
-        return finish(result);
-    }
+    // Workloads that need no disk still run when the work directory cannot be made (a root
+    // left read-only); those that need it fail on their own, and the info says why.
+    let workdir_error = std::fs::create_dir_all(&dir)
+        .err()
+        .map(|e| format!("cannot create work directory {}: {e}", dir.display()));
     let ctx = Context {
         workdir: dir.clone(),
         online_cpus,
@@ -122,6 +120,9 @@ pub fn run_workload(
             result.status = Status::Timeout;
             result.reason = Some(reason);
         }
+    }
+    if let Some(e) = workdir_error {
+        result.info.insert("workdir_error".into(), e.into());
     }
     finish(result)
 }

@@ -105,8 +105,14 @@ mod tests {
         assert!(glob_match(virtio_blk, "virtio:d00000002v00001AF4"));
         assert!(!glob_match(virtio_blk, "virtio:d00000001v00001AF4"));
         let pci = "pci:v00001AF4d00001001sv*sd*bc*sc*i*";
-        assert!(glob_match(pci, "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00"));
-        assert!(!glob_match(pci, "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00"));
+        assert!(glob_match(
+            pci,
+            "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00"
+        ));
+        assert!(!glob_match(
+            pci,
+            "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00"
+        ));
         assert!(glob_match("xen:vbd", "xen:vbd"));
         assert!(!glob_match("xen:vbd", "xen:vif"));
         assert!(glob_match("scsi:t-0x00*", "scsi:t-0x00"));

@@ -60,12 +60,19 @@ pub fn load_module_file(path: &Path) -> io::Result<ModuleStatus> {
         Some(libc::ENOSYS) => {
             let len = file.metadata()?.len();
             if len > MAX_MODULE_BYTES {
-                return Err(io::Error::other(format!("{len} bytes is too large for a module")));
+                return Err(io::Error::other(format!(
+                    "{len} bytes is too large for a module"
+                )));
             }
             let image = fs::read(path)?;
             // SAFETY: image is valid for its length; params is NUL-terminated.
             let r = unsafe {
-                libc::syscall(libc::SYS_init_module, image.as_ptr(), image.len(), params.as_ptr())
+                libc::syscall(
+                    libc::SYS_init_module,
+                    image.as_ptr(),
+                    image.len(),
+                    params.as_ptr(),
+                )
             };
             if r == 0 {
                 return Ok(ModuleStatus::Loaded);
@@ -109,8 +116,12 @@ impl Loader {
     /// modules were tried in this round.
     pub fn round(&mut self, sys: &Path) -> usize {
         let aliases = device_modaliases(sys);
-        let wanted: Vec<String> =
-            self.index.wanted(&aliases).into_iter().filter(|n| !self.attempted.contains(n)).collect();
+        let wanted: Vec<String> = self
+            .index
+            .wanted(&aliases)
+            .into_iter()
+            .filter(|n| !self.attempted.contains(n))
+            .collect();
         if wanted.is_empty() {
             return 0;
         }
@@ -129,7 +140,10 @@ impl Loader {
             self.attempted.insert(name.clone());
             let (status, error) = match load_module_file(path) {
                 Ok(status) => (status, None),
-                Err(e) => (ModuleStatus::Failed, Some(format!("{}: {e}", path.display()))),
+                Err(e) => (
+                    ModuleStatus::Failed,
+                    Some(format!("{}: {e}", path.display())),
+                ),
             };
             match &error {
                 Some(e) => crate::say!("module {name}: FAILED: {e}"),
@@ -147,7 +161,10 @@ impl Loader {
 
     /// Names of modules that loaded (or were there already).
     pub fn loaded(&self) -> impl Iterator<Item = &str> {
-        self.loads.iter().filter(|l| l.status != ModuleStatus::Failed).map(|l| l.name.as_str())
+        self.loads
+            .iter()
+            .filter(|l| l.status != ModuleStatus::Failed)
+            .map(|l| l.name.as_str())
     }
 }
 
@@ -160,7 +177,11 @@ mod tests {
     fn modaliases_are_read_from_a_sysfs_tree() {
         let sys = tempfile::tempdir().unwrap();
         for (bus, dev, alias) in [
-            ("pci", "0000:00:04.0", "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00\n"),
+            (
+                "pci",
+                "0000:00:04.0",
+                "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00\n",
+            ),
             ("virtio", "virtio0", "virtio:d00000002v00001AF4\n"),
             ("virtio", "virtio1", "virtio:d00000002v00001AF4\n"),
         ] {
@@ -191,7 +212,11 @@ mod tests {
         assert_eq!(loader.round(sys.path()), 1);
         assert_eq!(loader.round(sys.path()), 0, "tried once only");
         assert_eq!(loader.loads[0].status, ModuleStatus::Failed);
-        assert!(loader.loads[0].error.as_deref().unwrap().contains("missing.ko"));
+        assert!(loader.loads[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("missing.ko"));
         assert_eq!(loader.loaded().count(), 0);
     }
 }

@@ -82,10 +82,17 @@ impl ModuleIndex {
             message: e.to_string(),
         })?;
         for m in &index.modules {
-            if m.name.is_empty() || m.file.is_empty() || m.file.starts_with('/') || m.file.contains("..") {
+            if m.name.is_empty()
+                || m.file.is_empty()
+                || m.file.starts_with('/')
+                || m.file.contains("..")
+            {
                 return Err(IndexError {
                     path: path.to_owned(),
-                    message: format!("module {:?} has an empty name or an unsafe file {:?}", m.name, m.file),
+                    message: format!(
+                        "module {:?} has an empty name or an unsafe file {:?}",
+                        m.name, m.file
+                    ),
                 });
             }
         }
@@ -98,16 +105,24 @@ impl ModuleIndex {
             path: path.display().to_string(),
             message,
         };
-        let len = std::fs::metadata(path).map_err(|e| err(e.to_string()))?.len();
+        let len = std::fs::metadata(path)
+            .map_err(|e| err(e.to_string()))?
+            .len();
         if len > MAX_INDEX_BYTES {
-            return Err(err(format!("{len} bytes is more than the limit of {MAX_INDEX_BYTES}")));
+            return Err(err(format!(
+                "{len} bytes is more than the limit of {MAX_INDEX_BYTES}"
+            )));
         }
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
         ModuleIndex::parse(&text, &path.display().to_string())
     }
 
     fn position(&self) -> BTreeMap<String, usize> {
-        self.modules.iter().enumerate().map(|(i, m)| (canonical_name(&m.name), i)).collect()
+        self.modules
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (canonical_name(&m.name), i))
+            .collect()
     }
 
     /// Names (canonical) of the modules to load for `modaliases`: those with a matching alias,
@@ -117,7 +132,9 @@ impl ModuleIndex {
             .iter()
             .filter(|m| {
                 m.always
-                    || m.aliases.iter().any(|a| modaliases.iter().any(|d| glob_match(a, d)))
+                    || m.aliases
+                        .iter()
+                        .any(|a| modaliases.iter().any(|d| glob_match(a, d)))
             })
             .map(|m| canonical_name(&m.name))
             .collect()
@@ -156,7 +173,10 @@ impl ModuleIndex {
                         continue;
                     }
                     if on_path.contains(&dep) {
-                        problems.push(format!("dependency cycle through {dep} and {}", module.name));
+                        problems.push(format!(
+                            "dependency cycle through {dep} and {}",
+                            module.name
+                        ));
                         continue;
                     }
                     match position.get(&dep) {
@@ -200,10 +220,20 @@ mod tests {
         ModuleIndex {
             kernel: "6.1.0".into(),
             modules: vec![
-                m("virtio_blk", &["virtio", "virtio_ring"], &["virtio:d00000002v*"], false),
+                m(
+                    "virtio_blk",
+                    &["virtio", "virtio_ring"],
+                    &["virtio:d00000002v*"],
+                    false,
+                ),
                 m("virtio_ring", &[], &[], false),
                 m("virtio", &[], &[], false),
-                m("virtio_pci", &["virtio", "virtio_ring", "virtio_pci_modern_dev"], &["pci:v00001AF4d*sv*sd*bc*sc*i*"], false),
+                m(
+                    "virtio_pci",
+                    &["virtio", "virtio_ring", "virtio_pci_modern_dev"],
+                    &["pci:v00001AF4d*sv*sd*bc*sc*i*"],
+                    false,
+                ),
                 m("virtio_pci_modern_dev", &[], &[], false),
                 m("crc32c_generic", &[], &[], true),
                 m("ext4", &["mbcache", "jbd2", "crc16"], &[], true),
@@ -220,21 +250,39 @@ mod tests {
         let idx = index();
         let devs = vec!["pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00".to_string()];
         assert_eq!(idx.wanted(&devs), ["virtio_pci", "crc32c_generic", "ext4"]);
-        let devs = vec!["xen:vbd".to_string(), "virtio:d00000002v00001AF4".to_string()];
-        assert_eq!(idx.wanted(&devs), ["virtio_blk", "crc32c_generic", "ext4", "xen_blkfront"]);
+        let devs = vec![
+            "xen:vbd".to_string(),
+            "virtio:d00000002v00001AF4".to_string(),
+        ];
+        assert_eq!(
+            idx.wanted(&devs),
+            ["virtio_blk", "crc32c_generic", "ext4", "xen_blkfront"]
+        );
     }
 
     #[test]
     fn dependencies_come_first_once() {
         let idx = index();
-        let wanted: Vec<String> = ["ext4", "virtio_blk", "virtio_pci", "jbd2"].map(String::from).to_vec();
+        let wanted: Vec<String> = ["ext4", "virtio_blk", "virtio_pci", "jbd2"]
+            .map(String::from)
+            .to_vec();
         let (order, problems) = idx.load_order(&wanted);
         assert!(problems.is_empty(), "{problems:?}");
         let names: Vec<&str> = order.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(
             names,
-            ["mbcache", "crc32c_generic", "jbd2", "crc16", "ext4", "virtio", "virtio_ring", "virtio_blk",
-             "virtio_pci_modern_dev", "virtio_pci"]
+            [
+                "mbcache",
+                "crc32c_generic",
+                "jbd2",
+                "crc16",
+                "ext4",
+                "virtio",
+                "virtio_ring",
+                "virtio_blk",
+                "virtio_pci_modern_dev",
+                "virtio_pci"
+            ]
         );
     }
 
@@ -242,7 +290,10 @@ mod tests {
     fn missing_and_cyclic_dependencies_are_reported() {
         let idx = ModuleIndex {
             kernel: "k".into(),
-            modules: vec![m("a", &["b", "ghost"], &[], true), m("b", &["a"], &[], false)],
+            modules: vec![
+                m("a", &["b", "ghost"], &[], true),
+                m("b", &["a"], &[], false),
+            ],
         };
         let (order, problems) = idx.load_order(&["a".to_string(), "nope".to_string()]);
         assert_eq!(order.len(), 2);
