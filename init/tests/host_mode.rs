@@ -35,9 +35,23 @@ fn smoke_profile_measures_crypto() {
     let dir = tempfile::tempdir().unwrap();
     let results = dir.path().join("results.bin");
     let t = Instant::now();
-    let out = run(&["--host", "--profile", "smoke", "--results", path_str(&results)], &[]);
+    let out = run(
+        &[
+            "--host",
+            "--profile",
+            "smoke",
+            "--results",
+            path_str(&results),
+        ],
+        &[],
+    );
     let elapsed = t.elapsed();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("imgbuild: phase run_start at "), "{stderr}");
 
@@ -57,7 +71,12 @@ fn smoke_profile_measures_crypto() {
     assert_eq!(crypto.metrics.len(), 4 * 6 * 2);
     for m in &crypto.metrics {
         assert_eq!(m.values.len(), 3, "{}", m.name);
-        assert!(m.values.iter().all(|&v| v > 0.0), "{}: {:?}", m.name, m.values);
+        assert!(
+            m.values.iter().all(|&v| v > 0.0),
+            "{}: {:?}",
+            m.name,
+            m.values
+        );
         assert!(m.median > 1e5, "{}: {}", m.name, m.median);
         assert_eq!(m.unit, "bytes/s");
     }
@@ -65,7 +84,10 @@ fn smoke_profile_measures_crypto() {
     let end = run.run_end().unwrap();
     assert_eq!(end.status, RunStatus::Complete);
     assert_eq!(end.counts.ok, 1);
-    eprintln!("smoke run took {elapsed:?}, crypto {:.3} s", crypto.duration_s);
+    eprintln!(
+        "smoke run took {elapsed:?}, crypto {:.3} s",
+        crypto.duration_s
+    );
     assert!(elapsed < Duration::from_secs(30));
 }
 
@@ -86,11 +108,25 @@ fn faults_are_contained_and_the_run_goes_on() {
     );
     let t = Instant::now();
     let out = run(
-        &["--host", "--profile", path_str(&profile), "--results", path_str(&results)],
+        &[
+            "--host",
+            "--profile",
+            path_str(&profile),
+            "--results",
+            path_str(&results),
+        ],
         &[],
     );
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(t.elapsed() < Duration::from_secs(20), "hang not cut at its timeout");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "hang not cut at its timeout"
+    );
 
     let run = read_results_file(&results).unwrap();
     assert!(run.complete);
@@ -98,13 +134,29 @@ fn faults_are_contained_and_the_run_goes_on() {
     let by_name = |n: &str| run.workloads().find(|w| w.name == n).unwrap();
     let hang = by_name("fault-hang");
     assert_eq!(hang.status, Status::Timeout);
-    assert!(hang.duration_s >= 1.0 && hang.duration_s < 10.0, "{}", hang.duration_s);
+    assert!(
+        hang.duration_s >= 1.0 && hang.duration_s < 10.0,
+        "{}",
+        hang.duration_s
+    );
     let segv = by_name("fault-segv");
     assert_eq!(segv.status, Status::Failed);
-    assert!(segv.reason.as_deref().unwrap().contains("SIGSEGV"), "{:?}", segv.reason);
+    assert!(
+        segv.reason.as_deref().unwrap().contains("SIGSEGV"),
+        "{:?}",
+        segv.reason
+    );
     let panic = by_name("fault-panic");
     assert_eq!(panic.status, Status::Failed);
-    assert!(panic.reason.as_deref().unwrap().contains("panicked on purpose"), "{:?}", panic.reason);
+    assert!(
+        panic
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("panicked on purpose"),
+        "{:?}",
+        panic.reason
+    );
     let crypto = by_name("crypto");
     assert_eq!(crypto.status, Status::Ok);
     assert!(crypto.metrics[0].median > 0.0);
@@ -140,7 +192,13 @@ fn a_killed_run_keeps_finished_workloads() {
             ]}"#,
     );
     let mut child = Command::new(BIN)
-        .args(["--host", "--profile", path_str(&profile), "--results", path_str(&results)])
+        .args([
+            "--host",
+            "--profile",
+            path_str(&profile),
+            "--results",
+            path_str(&results),
+        ])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -161,7 +219,11 @@ fn a_killed_run_keeps_finished_workloads() {
     let run = read_results_file(&results).unwrap();
     assert!(!run.complete);
     assert_eq!(run.workloads().next().unwrap().status, Status::Ok);
-    assert!(run.problems.iter().any(|p| p.contains("did not finish")), "{:?}", run.problems);
+    assert!(
+        run.problems.iter().any(|p| p.contains("did not finish")),
+        "{:?}",
+        run.problems
+    );
 }
 
 #[test]
@@ -169,15 +231,33 @@ fn a_panic_of_the_init_is_recorded_as_a_failed_run() {
     let dir = tempfile::tempdir().unwrap();
     let results = dir.path().join("results.bin");
     let out = run(
-        &["--host", "--profile", "smoke", "--results", path_str(&results)],
+        &[
+            "--host",
+            "--profile",
+            "smoke",
+            "--results",
+            path_str(&results),
+        ],
         &[("IMGBUILD_TEST_PANIC", "1")],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let run = read_results_file(&results).unwrap();
-    assert!(run.complete, "the run_end record is written after the panic");
+    assert!(
+        run.complete,
+        "the run_end record is written after the panic"
+    );
     let end = run.run_end().unwrap();
     assert_eq!(end.status, RunStatus::Failed);
-    assert!(end.reason.as_deref().unwrap().contains("init panicked"), "{:?}", end.reason);
+    assert!(
+        end.reason.as_deref().unwrap().contains("init panicked"),
+        "{:?}",
+        end.reason
+    );
     assert_eq!(run.workloads().count(), 0);
 }
 
@@ -208,28 +288,47 @@ fn image_root_digest_is_checked() {
         path_str(&results),
     ];
     let out = run(&args, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let run1 = read_results_file(&results).unwrap();
     let start = run1.run_start().unwrap();
     assert_eq!(start.image.as_deref(), Some("tiny"));
     assert_eq!(run1.header.image, "tiny");
     assert_eq!(run1.header.rootfs_digest, Some(digest));
-    assert_eq!(start.digest_check.status, DigestStatus::Match, "{:?}", start.digest_check);
+    assert_eq!(
+        start.digest_check.status,
+        DigestStatus::Match,
+        "{:?}",
+        start.digest_check
+    );
     assert_eq!(start.digest_check.digest, Some(digest));
 
     std::fs::write(root.join("etc/hostname"), "changed\n").unwrap();
     assert_eq!(run(&args, &[]).status.code(), Some(0));
     let run2 = read_results_file(&results).unwrap();
-    assert_eq!(run2.run_start().unwrap().digest_check.status, DigestStatus::Mismatch);
+    assert_eq!(
+        run2.run_start().unwrap().digest_check.status,
+        DigestStatus::Mismatch
+    );
 }
 
 #[test]
 fn refuses_to_act_as_init_when_not_pid1() {
-    let out = Command::new(BIN).env_remove("IMGBUILD_STAGE").output().unwrap();
+    let out = Command::new(BIN)
+        .env_remove("IMGBUILD_STAGE")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--host"));
     let out = run(&["--list-workloads"], &[]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("crypto") && text.contains("fault-hang"), "{text}");
+    assert!(
+        text.contains("crypto") && text.contains("fault-hang"),
+        "{text}"
+    );
     assert_eq!(run(&["--host", "--bogus"], &[]).status.code(), Some(2));
 }

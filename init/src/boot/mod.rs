@@ -298,6 +298,7 @@ fn root_main(handoff: f64, pid1: bool) -> i32 {
         );
     }
     if pid1 {
+        pid1::remount_root_readonly();
         power_off();
     }
     0

@@ -12,6 +12,17 @@ pub fn install_panic_hook() {
     }));
 }
 
+/// Remounts `/` read-only so that the filesystem is clean (journal flushed, no recovery
+/// needed) when the machine goes off without unmounting it.
+pub fn remount_root_readonly() {
+    // SAFETY: sync takes nothing.
+    unsafe { libc::sync() };
+    let flags = libc::MS_REMOUNT | libc::MS_RDONLY;
+    if let Err(e) = crate::mounts::mount("none", std::path::Path::new("/"), None, flags, None) {
+        say!("{e}");
+    }
+}
+
 /// Syncs and powers the machine off; never returns. If the kernel refuses (no permission in a
 /// namespace, say), halts; if that fails too, sleeps forever rather than exit.
 pub fn power_off() -> ! {
