@@ -124,18 +124,32 @@ fn sh(cmd: &mut Command) {
     );
 }
 
-#[test]
-fn boots_through_initramfs_and_root_and_records_results() {
+/// A prepared guest: initramfs, root disk, results disk.
+struct Guest {
+    _work: tempfile::TempDir,
+    kernel: PathBuf,
+    cpio: PathBuf,
+    root_img: PathBuf,
+    results_img: PathBuf,
+    console: PathBuf,
+}
+
+const PROFILE: &str = r#"{"name": "boot-test", "repetitions": 2, "timeout_s": 120, "workloads": [
+    {"workload": "crypto", "params": {"seconds": 0.002, "block_sizes": [64, 16384]}},
+    {"workload": "fault-segv"},
+    {"workload": "fault-panic"},
+    {"workload": "fault-hang", "timeout_s": 2}]}"#;
+
+/// Builds the guest, or says why it cannot.
+fn prepare() -> Result<Guest, String> {
     for tool in ["qemu-system-x86_64", "mke2fs", "cpio", "e2fsck"] {
         if !have(tool) {
-            return skip(&format!("{tool} not installed"));
+            return Err(format!("{tool} not installed"));
         }
     }
-    let Some((kernel, release)) = find_kernel() else {
-        return skip("no /boot/vmlinuz-* with matching /lib/modules");
-    };
+    let (kernel, release) = find_kernel().ok_or("no /boot/vmlinuz-* with matching /lib/modules")?;
     if fs::File::open(&kernel).is_err() {
-        return skip("kernel image not readable");
+        return Err("kernel image not readable".into());
     }
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
@@ -145,13 +159,12 @@ fn boots_through_initramfs_and_root_and_records_results() {
     let initramfs = w.join("initramfs");
     fs::create_dir_all(initramfs.join("lib/modules")).unwrap();
     fs::copy(BIN, initramfs.join("init")).unwrap();
-    let Some(index) = build_index(
+    let index = build_index(
         &release,
         &["virtio_pci", "virtio_blk"],
         &initramfs.join("lib/modules"),
-    ) else {
-        return skip("compressed kernel modules");
-    };
+    )
+    .ok_or("compressed kernel modules")?;
     fs::write(
         initramfs.join("lib/modules/imgbuild-modules.json"),
         serde_json::to_vec(&index).unwrap(),
@@ -180,13 +193,7 @@ fn boots_through_initramfs_and_root_and_records_results() {
         fs::create_dir_all(tree.join(d)).unwrap();
     }
     fs::copy(BIN, tree.join("sbin/init")).unwrap();
-    fs::write(
-        tree.join("etc/imgbuild/profile.json"),
-        r#"{"name": "boot-test", "repetitions": 2, "timeout_s": 120, "workloads": [
-             {"workload": "crypto", "params": {"seconds": 0.002, "block_sizes": [64, 16384]}},
-             {"workload": "fault-segv"}]}"#,
-    )
-    .unwrap();
+    fs::write(tree.join("etc/imgbuild/profile.json"), PROFILE).unwrap();
     let digest = imgbuild_init::digest::digest_directory(&tree).unwrap();
     fs::write(
         tree.join("etc/imgbuild/build.json"),
@@ -204,11 +211,22 @@ fn boots_through_initramfs_and_root_and_records_results() {
     let results_img = w.join("results.img");
     imgbuild_init::results::create_results_image(&results_img, 1 << 20, "boot-test", digest)
         .unwrap();
+    Ok(Guest {
+        kernel,
+        cpio,
+        root_img,
+        results_img,
+        console: w.join("console.log"),
+        _work: work,
+    })
+}
 
+/// Boots the guest with `extra` on the kernel command line; returns the console log once it
+/// powered off.
+fn boot(guest: &Guest, extra: &str) -> String {
     // TCG unless asked: a /dev/kvm that opens is no proof that KVM runs guests (nested
     // virtualisation may hang).
     let kvm = std::env::var("IMGBUILD_QEMU_ACCEL").as_deref() == Ok("kvm");
-    let console = w.join("console.log");
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args([
         "-m",
@@ -226,22 +244,23 @@ fn boots_through_initramfs_and_root_and_records_results() {
         ["-accel", "tcg", "-cpu", "max"]
     })
     .arg("-kernel")
-    .arg(&kernel)
+    .arg(&guest.kernel)
     .arg("-initrd")
-    .arg(&cpio)
+    .arg(&guest.cpio)
     .arg("-append")
-    .arg(format!(
-        "console=ttyS0 root=UUID={ROOT_UUID} panic=-1 imgbuild.rootwait=30"
-    ))
-    .arg("-drive")
-    .arg(format!("file={},format=raw,if=virtio", root_img.display()))
+    .arg(format!("console=ttyS0 panic=-1 {extra}"))
     .arg("-drive")
     .arg(format!(
         "file={},format=raw,if=virtio",
-        results_img.display()
+        guest.root_img.display()
+    ))
+    .arg("-drive")
+    .arg(format!(
+        "file={},format=raw,if=virtio",
+        guest.results_img.display()
     ))
     .arg("-serial")
-    .arg(format!("file:{}", console.display()))
+    .arg(format!("file:{}", guest.console.display()))
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
     let started = Instant::now();
@@ -256,21 +275,38 @@ fn boots_through_initramfs_and_root_and_records_results() {
             let _ = child.wait();
             panic!(
                 "guest did not power off in {limit:?}:\n{}",
-                fs::read_to_string(&console).unwrap_or_default()
+                fs::read_to_string(&guest.console).unwrap_or_default()
             );
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let log = fs::read_to_string(&console).unwrap_or_default();
+    let log = fs::read_to_string(&guest.console).unwrap_or_default();
+    let ours: Vec<&str> = log.lines().filter(|l| l.starts_with("imgbuild:")).collect();
     eprintln!(
-        "guest ran {:?} (kvm: {kvm}); console:\n{log}",
-        started.elapsed()
+        "guest ran {:?} (kvm: {kvm}):\n{}",
+        started.elapsed(),
+        ours.join("\n")
     );
     assert!(status.success(), "qemu failed: {status}");
-    assert!(!log.contains("Kernel panic"), "kernel panicked");
+    assert!(!log.contains("Kernel panic"), "kernel panicked:\n{log}");
+    assert!(!log.contains("Attempted to kill init"), "{log}");
+    assert!(log.contains("imgbuild: powering off"), "{log}");
+    log
+}
+
+#[test]
+fn boots_through_initramfs_and_root_and_records_results() {
+    let guest = match prepare() {
+        Ok(g) => g,
+        Err(why) => return skip(&why),
+    };
+    let log = boot(
+        &guest,
+        &format!("root=UUID={ROOT_UUID} imgbuild.rootwait=30"),
+    );
     assert!(log.contains("imgbuild: phase switch_root at "));
 
-    let run = imgbuild_init::results::read_results_file(&results_img).unwrap();
+    let run = imgbuild_init::results::read_results_file(&guest.results_img).unwrap();
     assert!(run.complete, "{:?}", run.problems);
     assert!(run.problems.is_empty(), "{:?}", run.problems);
     let start = run.run_start().unwrap();
@@ -283,9 +319,12 @@ fn boots_through_initramfs_and_root_and_records_results() {
         start.digest_check
     );
     assert_eq!(start.digest_check.method, Some(DigestMethod::BindMount));
-    if kvm {
+    if std::env::var("IMGBUILD_QEMU_ACCEL").as_deref() == Ok("kvm") {
         assert_eq!(start.platform.hypervisor, Hypervisor::Kvm);
+    } else {
+        assert_eq!(start.platform.hypervisor, Hypervisor::Tcg);
     }
+    assert!(start.problems.is_empty(), "{:?}", start.problems);
     let initramfs = start
         .initramfs
         .as_ref()
@@ -312,17 +351,20 @@ fn boots_through_initramfs_and_root_and_records_results() {
         "{:?}",
         start.phases
     );
-    let workloads: Vec<_> = run.workloads().collect();
-    assert_eq!(workloads.len(), 2);
-    assert_eq!(workloads[0].status, Status::Ok, "{:?}", workloads[0].reason);
-    assert!(workloads[0].metrics.iter().all(|m| m.median > 0.0));
-    assert_eq!(workloads[1].status, Status::Failed);
+    let status: Vec<Status> = run.workloads().map(|w| w.status).collect();
+    assert_eq!(
+        status,
+        [Status::Ok, Status::Failed, Status::Failed, Status::Timeout]
+    );
+    let crypto = run.workloads().next().unwrap();
+    assert!(crypto.metrics.iter().all(|m| m.median > 0.0));
     assert_eq!(run.run_end().unwrap().status, RunStatus::Complete);
 
-    // Remounted read-only before power-off: the filesystem needs no recovery.
+    // Remounted read-only before power-off: the filesystem needs no recovery, and the work
+    // directory is gone, so the next boot digests the same tree.
     let fsck = Command::new("e2fsck")
         .args(["-fn"])
-        .arg(&root_img)
+        .arg(&guest.root_img)
         .output()
         .unwrap();
     assert!(
@@ -330,4 +372,48 @@ fn boots_through_initramfs_and_root_and_records_results() {
         "{}",
         String::from_utf8_lossy(&fsck.stdout)
     );
+    let ls = Command::new("debugfs")
+        .args(["-R", "ls /var/tmp"])
+        .arg(&guest.root_img)
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&ls.stdout).contains("imgbuild-work"));
+}
+
+#[test]
+fn init_panic_and_missing_root_are_recorded_and_power_off_cleanly() {
+    let guest = match prepare() {
+        Ok(g) => g,
+        Err(why) => return skip(&why),
+    };
+    // A panic of PID 1 itself after run_start: recorded, then a clean power-off.
+    boot(
+        &guest,
+        &format!("root=UUID={ROOT_UUID} imgbuild.test_panic=1"),
+    );
+    let run = imgbuild_init::results::read_results_file(&guest.results_img).unwrap();
+    let end = run.run_end().expect("run_end written after the panic");
+    assert_eq!(end.status, RunStatus::Failed);
+    assert!(
+        end.reason.as_deref().unwrap().contains("init panicked"),
+        "{:?}",
+        end.reason
+    );
+
+    // No such root: the initramfs gives up after rootwait and records why.
+    boot(
+        &guest,
+        "root=UUID=00000000-0000-4000-8000-000000000000 imgbuild.rootwait=2",
+    );
+    let run = imgbuild_init::results::read_results_file(&guest.results_img).unwrap();
+    let start = run.run_start().unwrap();
+    assert_eq!(start.mode, Mode::Initramfs);
+    let end = run.run_end().unwrap();
+    assert_eq!(end.status, RunStatus::Failed);
+    assert!(
+        end.reason.as_deref().unwrap().contains("not found"),
+        "{:?}",
+        end.reason
+    );
+    assert_eq!(run.workloads().count(), 0);
 }

@@ -164,44 +164,58 @@ fn decide_mode(
     Ok((Mode::Root, None))
 }
 
-/// The init's `main`: returns the exit status (only host and container modes return).
+/// The init's `main`: returns the exit status. As PID 1 only container and host modes return;
+/// every other path, a panic included, ends in a power-off.
 pub fn main() -> i32 {
     let handoff = clock::since_boot();
     install_panic_hook();
+    let pid1 = std::process::id() == 1;
+    let result = std::panic::catch_unwind(|| dispatch(handoff, pid1));
+    match result {
+        Ok((code, Some(Mode::Container | Mode::Host))) => code,
+        Ok((code, _)) if !pid1 => code,
+        Err(_) if !pid1 => 101,
+        _ => {
+            say!("PID 1 has nothing left to run");
+            power_off()
+        }
+    }
+}
+
+fn dispatch(handoff: f64, pid1: bool) -> (i32, Option<Mode>) {
     let argv: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let pid1 = std::process::id() == 1;
     let args = match Args::parse(argv.get(1..).unwrap_or_default(), pid1) {
         Ok(a) => a,
         Err(e) => {
             say!("{e}");
-            return 2;
+            return (2, None);
         }
     };
     if args.help {
         print!("{USAGE}");
-        return 0;
+        return (0, None);
     }
     if args.version {
         println!("imgbuild-init {}", env!("CARGO_PKG_VERSION"));
-        return 0;
+        return (0, None);
     }
     if args.list_workloads {
         for w in crate::workloads::registry() {
             println!("{:16} {}", w.name(), w.summary());
         }
-        return 0;
+        return (0, None);
     }
     let argv0 = argv.first().map(String::as_str).unwrap_or("");
     match decide_mode(&args, pid1, argv0) {
-        Ok((Mode::Host, _)) => host_main(&args),
+        Ok((Mode::Host, _)) => (host_main(&args), Some(Mode::Host)),
         Ok((Mode::Initramfs, _)) => initramfs::run(handoff),
-        Ok((Mode::Root, _)) => root_main(handoff, pid1),
-        Ok((Mode::Container, container)) => container_main(container, pid1),
+        Ok((Mode::Root, _)) => (root_main(handoff, pid1), Some(Mode::Root)),
+        Ok((Mode::Container, c)) => (container_main(c, pid1), Some(Mode::Container)),
         Err(e) => {
             say!("{e}");
-            2
+            (2, None)
         }
     }
 }
