@@ -18,6 +18,7 @@ pub mod digest;
 pub mod guest_digest;
 pub mod modules;
 pub mod mounts;
+pub mod net;
 pub mod platform;
 pub mod profile;
 pub mod results;

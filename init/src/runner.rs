@@ -157,7 +157,8 @@ fn supervise(
     // Also done by the child; doing it here too closes the race with an early kill.
     // SAFETY: plain syscall on our child.
     unsafe { libc::setpgid(pid, pid) };
-    let deadline = Instant::now() + Duration::from_secs_f64(spec.timeout_s);
+    let timeout = spec.timeout_s.clamp(0.0, crate::profile::MAX_TIMEOUT_S);
+    let deadline = Instant::now() + Duration::try_from_secs_f64(timeout).unwrap_or(Duration::ZERO);
     let mut report = Vec::new();
     let mut eof = false;
     let mut status = None;

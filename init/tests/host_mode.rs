@@ -331,4 +331,16 @@ fn refuses_to_act_as_init_when_not_pid1() {
         "{text}"
     );
     assert_eq!(run(&["--host", "--bogus"], &[]).status.code(), Some(2));
+    let out = run(
+        &[
+            "--host",
+            "--profile",
+            "no-such-profile",
+            "--results",
+            "/dev/null",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-profile"));
 }

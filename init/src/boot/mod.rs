@@ -52,7 +52,8 @@ As PID 1 it picks its mode itself (initramfs, root, container). On a host:
   --list-workloads list the workloads
   --version, --help
 
-Exit status in host mode: 0 all workloads ok, 3 some failed or timed out, 1 the run failed.
+Exit status in host mode: 0 all workloads ok, 3 some failed or timed out, 1 the run failed,
+2 bad arguments or an unusable profile.
 ";
 
 /// The command line.
@@ -272,6 +273,10 @@ fn root_main(handoff: f64, pid1: bool) -> i32 {
             let _ = console::attach_console();
         }
         say!("imgbuild-init {}: root stage", env!("CARGO_PKG_VERSION"));
+        crate::net::default_path();
+        if let Err(e) = crate::net::bring_up_loopback() {
+            problems.push(format!("cannot bring up lo: {e}"));
+        }
         let mut phases = match &report {
             Some(r) => PhaseLog::continuing(r.phases.clone()),
             None => {
@@ -333,6 +338,10 @@ fn container_main(container: Option<ContainerInfo>, pid1: bool) -> i32 {
             "imgbuild-init {}: container stage ({container:?})",
             env!("CARGO_PKG_VERSION")
         );
+        crate::net::default_path();
+        if let Err(e) = crate::net::bring_up_loopback() {
+            problems.push(format!("cannot bring up lo: {e}"));
+        }
         let mut phases = PhaseLog::new();
         phases.mark("container_init");
         // A results file left by an earlier run is not part of the image: remove it before the
@@ -385,6 +394,14 @@ fn host_main(args: &Args) -> i32 {
         },
         None => ProfileRequest::default(),
     };
+    // On a host a profile that cannot be used is an error, not a fallback.
+    let (_, _, problems) = session::choose_profile(&profile, &image_root);
+    if !problems.is_empty() {
+        for p in problems {
+            say!("{p}");
+        }
+        return 2;
+    }
     let workdir = args.workdir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("imgbuild-work-{}", std::process::id()))
     });

@@ -415,7 +415,9 @@ fn run_inner(
     let options = RunnerOptions {
         reap_all: config.reap_all,
     };
-    let cpus = platform.online_cpus.max(1) as usize;
+    // "One per CPU" means the CPUs this guest may use: all online ones in a VM, the
+    // container's share where affinity limits it.
+    let cpus = platform.usable_cpus.clamp(1, platform.online_cpus.max(1)) as usize;
     for spec in profile.resolved() {
         say!(
             "phase workload_start:{} at {:.3} s",
