@@ -30,7 +30,7 @@ use sha2::{Digest as _, Sha256};
 
 mod host_walk;
 
-pub use host_walk::{digest_directory, WalkError};
+pub use host_walk::{digest_directory, digest_directory_with, WalkError, WalkOptions, WalkSummary};
 
 /// Path of the file in which the builder records the image name and the rootfs digest.
 pub const BUILD_INFO_PATH: &str = "/etc/imgbuild/build.json";

@@ -1,5 +1,5 @@
-//! `imgbuild-init`: PID 1 of imgbuild images.
+//! `imgbuild-init`: PID 1 of imgbuild images, and a host benchmark runner (`--host`).
 
 fn main() {
-    println!("imgbuild-init {}", env!("CARGO_PKG_VERSION"));
+    std::process::exit(imgbuild_init::boot::main());
 }

@@ -27,19 +27,57 @@ pub struct WalkError {
 
 /// The rootfs digest of the tree below `root`, which stands for `/`.
 pub fn digest_directory(root: &Path) -> Result<RootfsDigest, WalkError> {
+    digest_directory_with(root, WalkOptions::default()).map(|s| s.digest)
+}
+
+/// How [`digest_directory_with`] walks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WalkOptions {
+    /// Do not descend into directories on another device than `root` (mount points); their
+    /// own entry is still covered, with the metadata of what is mounted there. For a root
+    /// that cannot be bind-mounted (containers), this approximates the filesystem's own tree.
+    pub same_device: bool,
+}
+
+/// The result of [`digest_directory_with`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalkSummary {
+    /// The digest.
+    pub digest: RootfsDigest,
+    /// Entries covered.
+    pub entries: u64,
+    /// Paths (as in the image) of entries on another device than `root`: mount points not
+    /// descended into with `same_device`, and bind-mounted files.
+    pub other_device: Vec<Vec<u8>>,
+}
+
+/// [`digest_directory`] with options, and what the walk saw.
+pub fn digest_directory_with(root: &Path, options: WalkOptions) -> Result<WalkSummary, WalkError> {
+    let root_dev = fs::symlink_metadata(root).map_err(at(root))?.dev();
     let mut walk = Walk {
         builder: DigestBuilder::new(),
         first_names: HashMap::new(),
         buffer: vec![0; 1 << 20],
+        root_dev,
+        options,
+        other_device: Vec::new(),
     };
     walk.visit(root, b"/".to_vec())?;
-    Ok(walk.builder.finish())
+    let entries = walk.builder.entries();
+    Ok(WalkSummary {
+        digest: walk.builder.finish(),
+        entries,
+        other_device: walk.other_device,
+    })
 }
 
 struct Walk {
     builder: DigestBuilder,
     first_names: HashMap<(u64, u64), Vec<u8>>,
     buffer: Vec<u8>,
+    root_dev: u64,
+    options: WalkOptions,
+    other_device: Vec<Vec<u8>>,
 }
 
 fn at(path: &Path) -> impl FnOnce(io::Error) -> WalkError + '_ {
@@ -101,7 +139,11 @@ impl Walk {
             hard_link_of: hard_link_of.as_deref(),
             xattrs: &xattrs,
         });
-        if file_type.is_dir() {
+        let foreign = meta.dev() != self.root_dev;
+        if foreign {
+            self.other_device.push(path.clone());
+        }
+        if file_type.is_dir() && !(foreign && self.options.same_device) {
             let mut names = Vec::new();
             for child in fs::read_dir(host).map_err(at(host))? {
                 names.push(child.map_err(at(host))?.file_name());
@@ -158,6 +200,18 @@ mod tests {
         assert_eq!(da, digest_directory(b.path()).unwrap());
         fs::write(b.path().join("etc/hostname"), b"y\n").unwrap();
         assert_ne!(da, digest_directory(b.path()).unwrap());
+    }
+
+    #[test]
+    fn options_default_to_the_plain_digest() {
+        let a = tempfile::tempdir().unwrap();
+        fs::create_dir(a.path().join("d")).unwrap();
+        fs::write(a.path().join("d/f"), b"1").unwrap();
+        let plain = digest_directory(a.path()).unwrap();
+        let same = digest_directory_with(a.path(), WalkOptions { same_device: true }).unwrap();
+        assert_eq!(same.digest, plain);
+        assert_eq!(same.entries, 3);
+        assert!(same.other_device.is_empty());
     }
 
     #[test]
