@@ -305,12 +305,20 @@ printf 'module\n' > %{buildroot}/lib/imgtest/mod.ko
 /lib/imgtest
 "#;
 
-/// Gives both roots a `/dev`, as every real root has (rpm does not create it for device nodes).
+/// Gives both roots a `/dev`, as every real root has (rpm does not create it for device nodes),
+/// and a `/srv/data` with other metadata than the package gives it (rpm applies the package's).
 fn with_dev(tree: &mut Tree, root: &Path) {
     tree.insert(b"dev", Inode::new(Meta::root(0o755, 0), Kind::empty_dir()))
         .unwrap();
+    let mut data = Inode::new(Meta::root(0o700, 0), Kind::empty_dir());
+    (data.meta.uid, data.meta.gid) = (7, 7);
+    tree.insert(b"srv/data", data).unwrap();
+    fs::create_dir_all(root.join("srv/data")).unwrap();
     fs::create_dir(root.join("dev")).unwrap();
-    sh(&format!("chmod 755 {}/dev", q(root)));
+    sh(&format!(
+        "cd {} && chmod 755 dev srv && chmod 700 srv/data && chown 7:7 srv/data",
+        q(root)
+    ));
 }
 
 /// Builds the test package with the given `_binary_payload` (e.g. `w9.gzdio`), with a fifo or

@@ -5,7 +5,8 @@
 //! are different: rpm and dpkg write through directory symlinks that already exist in the root
 //! (`/lib -> usr/lib` on merged-/usr systems), so for packages intermediate symlinks are resolved
 //! the way a chroot would, never leaving the root: absolute targets start at `/`, `..` stops at
-//! `/`, and a package directory that lands on a symlink to a directory keeps the symlink.
+//! `/`, and a package directory that lands on a symlink to a directory keeps the symlink. dpkg
+//! also leaves directories that already exist as they are ([`Placer::keep_existing_dirs`]).
 
 use crate::tree::{normalize, Inode, InodeId, Kind, Tree, TreeError};
 
@@ -40,12 +41,24 @@ pub(crate) struct Placer<'t> {
     /// The tree receiving entries.
     pub tree: &'t mut Tree,
     policy: Through,
+    keep_dirs: bool,
 }
 
 impl<'t> Placer<'t> {
     /// A placer over `tree`.
     pub fn new(tree: &'t mut Tree, policy: Through) -> Placer<'t> {
-        Placer { tree, policy }
+        Placer {
+            tree,
+            policy,
+            keep_dirs: false,
+        }
+    }
+
+    /// Directory entries for directories that already exist leave them untouched (dpkg's rule)
+    /// instead of taking the entry's metadata.
+    pub fn keep_existing_dirs(mut self) -> Self {
+        self.keep_dirs = true;
+        self
     }
 
     /// Places `inode` at `path` (see [`Tree::insert`]).
@@ -56,6 +69,9 @@ impl<'t> Placer<'t> {
         let resolved = self.resolve_parents(path)?;
         if matches!(inode.kind, Kind::Directory(_)) {
             if let Some(existing) = self.tree.lookup(&resolved) {
+                if self.keep_dirs && matches!(self.tree.inode(existing).kind, Kind::Directory(_)) {
+                    return Ok(existing);
+                }
                 if let Kind::Symlink(_) = self.tree.inode(existing).kind {
                     let through = self.resolve_full(&resolved)?;
                     if let Some(dir) = self.tree.lookup(&through) {
@@ -181,6 +197,13 @@ mod tests {
         // A directory entry on the symlink keeps the symlink.
         p.insert(b"/lib", dir()).unwrap();
         p.hard_link(b"/lib/z", b"/abs/y").unwrap();
+        let mut kept = Inode::new(Meta::root(0o700, 0), Kind::empty_dir());
+        kept.meta.uid = 7;
+        p.insert(b"/usr", kept.clone()).unwrap();
+        let mut p = Placer::new(&mut tree, Through::Resolve).keep_existing_dirs();
+        kept.meta.uid = 8;
+        p.insert(b"/usr", kept).unwrap();
+        assert_eq!(tree.inode(tree.lookup(b"usr").unwrap()).meta.uid, 7);
         assert!(tree.lookup(b"usr/lib/modules/x").is_some());
         assert!(tree.lookup(b"etc/passwd").is_some());
         assert!(tree.lookup(b"usr/lib/y").is_some());

@@ -220,7 +220,8 @@ fn content(
     }
 }
 
-fn read_error(label: &str, e: reader::ReadError) -> TarError {
+/// A reader error with the archive's name.
+pub(crate) fn read_error(label: &str, e: reader::ReadError) -> TarError {
     match e.kind {
         ReadErrorKind::Format(reason) => TarError::Format {
             file: label.to_string(),

@@ -179,9 +179,10 @@ impl TarReader {
                  (truncated, or a damaged size field)"
             )));
         }
-        // data + size <= end, so rounding up cannot overflow a u64 in practice; check anyway.
-        data.checked_add(size)
-            .and_then(|e| e.checked_next_multiple_of(BLOCK))
+        // Blocks count from the archive's start, which need not be aligned in the file (a
+        // data.tar inside a .deb).
+        size.checked_next_multiple_of(BLOCK)
+            .and_then(|padded| data.checked_add(padded))
             .ok_or_else(|| format_err(at)("member size overflows".into()))
     }
 
