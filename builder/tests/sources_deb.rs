@@ -216,7 +216,7 @@ fn damaged_packages_fail_cleanly() {
     let bad = work.path().join("bad.deb");
     for cut in (0..bytes.len() - 1).step_by(7) {
         fs::write(&bad, &bytes[..cut]).unwrap();
-        let e = deb::apply(&mut empty_tree(), &[bad.clone()]).unwrap_err();
+        let e = deb::apply(&mut empty_tree(), std::slice::from_ref(&bad)).unwrap_err();
         assert!(e.to_string().contains("bad.deb"), "cut {cut}: {e}");
     }
     // Every byte of the ar headers (magic and the first two member headers) damaged.
@@ -224,7 +224,7 @@ fn damaged_packages_fail_cleanly() {
         let mut flipped = bytes.clone();
         flipped[at] ^= 0x41;
         fs::write(&bad, &flipped).unwrap();
-        if let Err(e) = deb::apply(&mut empty_tree(), &[bad.clone()]) {
+        if let Err(e) = deb::apply(&mut empty_tree(), std::slice::from_ref(&bad)) {
             assert!(e.to_string().contains("bad.deb"), "byte {at}: {e}");
         }
     }

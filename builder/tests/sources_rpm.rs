@@ -230,28 +230,6 @@ fn unknown_owner_names_fall_back_to_root_with_a_note() {
     );
 }
 
-#[test]
-fn scriptlets_are_listed_not_run() {
-    let mut tree = empty_tree();
-    let pkg = fixture_dir().join("v4-rpm-basic-2.3.4-5.el9.noarch.rpm");
-    let info = rpm::read_package(&pkg).unwrap();
-    let theirs = sh(&format!("rpm -qp --scripts {} 2>/dev/null", q(&pkg)));
-    for s in &info.install_scriptlets {
-        let word = s.split_whitespace().next().unwrap().trim_start_matches('%');
-        assert!(
-            theirs.contains(&format!("{word}")),
-            "{s} not in rpm's list:\n{theirs}"
-        );
-    }
-    let report = rpm::apply(&mut tree, &[pkg]).unwrap();
-    if !info.install_scriptlets.is_empty() {
-        assert!(report
-            .notes
-            .iter()
-            .any(|n| n.contains("scriptlets not run")));
-    }
-}
-
 // ---- packages built here with rpmbuild ----
 
 const SPEC: &str = r#"
@@ -282,6 +260,14 @@ printf 'orphan\n' > %{buildroot}/srv/data/orphan
 seq 1 30000 > %{buildroot}/usr/share/imgtest/numbers
 : > %{buildroot}/usr/share/imgtest/empty
 printf 'module\n' > %{buildroot}/lib/imgtest/mod.ko
+
+%pre
+echo pre
+%post -p /sbin/ldconfig
+%preun
+echo preun
+%posttrans
+echo posttrans
 
 %files
 %attr(0755,root,root) /usr/bin/imgtest
@@ -388,6 +374,47 @@ fn rpmbuild_packages_of_every_compressor_install_like_rpm() {
 }
 
 #[test]
+fn scriptlets_are_listed_as_rpm_lists_them_and_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = build_rpm(dir.path(), "w9.gzdio", false);
+    let info = rpm::read_package(&pkg).unwrap();
+    let mut theirs: Vec<&str> = sh(&format!("rpm -qp --scripts {} 2>/dev/null", q(&pkg)))
+        .lines()
+        .filter(|l| l.contains(" scriptlet") || l.contains(" program:"))
+        .map(|l| match l.split_whitespace().next().unwrap() {
+            "preinstall" => "%pre",
+            "postinstall" => "%post",
+            "preuninstall" => "%preun",
+            "postuninstall" => "%postun",
+            "pretrans" => "%pretrans",
+            "posttrans" => "%posttrans",
+            other => panic!("unexpected rpm output {other}"),
+        })
+        .collect();
+    let mut ours: Vec<&str> = info
+        .scriptlets
+        .iter()
+        .map(|s| s.split_whitespace().next().unwrap())
+        .collect();
+    ours.sort_unstable();
+    theirs.sort_unstable();
+    assert_eq!(ours, theirs);
+    assert!(
+        info.scriptlets
+            .contains(&"%post (/sbin/ldconfig)".to_string()),
+        "{:?}",
+        info.scriptlets
+    );
+    let report = rpm::apply(&mut tree_with_accounts(), &[pkg]).unwrap();
+    let note = report.notes.join("\n");
+    assert!(
+        note.contains("scriptlets not run: %pre (/bin/sh), %post (/sbin/ldconfig), %posttrans"),
+        "{note}"
+    );
+    assert!(!note.contains("%preun"), "{note}");
+}
+
+#[test]
 fn fifos_match_rpm_dump_and_rpm2cpio() {
     let dir = tempfile::tempdir().unwrap();
     let pkg = build_rpm(dir.path(), "w6.xzdio", true);
@@ -449,7 +476,7 @@ fn damaged_packages_fail_cleanly() {
         for cut in (0..bytes.len().saturating_sub(4)).step_by(step) {
             fs::write(&bad, &bytes[..cut]).unwrap();
             let mut tree = empty_tree();
-            let e = rpm::apply(&mut tree, &[bad.clone()]).unwrap_err();
+            let e = rpm::apply(&mut tree, std::slice::from_ref(&bad)).unwrap_err();
             assert!(
                 e.to_string().contains("bad.rpm"),
                 "{}: cut {cut}: {e}",
@@ -461,7 +488,7 @@ fn damaged_packages_fail_cleanly() {
             let mut flipped = bytes.clone();
             flipped[at] ^= 0x55;
             fs::write(&bad, &flipped).unwrap();
-            let _ = rpm::apply(&mut empty_tree(), &[bad.clone()]);
+            let _ = rpm::apply(&mut empty_tree(), std::slice::from_ref(&bad));
         }
     }
     assert!(!sizes.is_empty());

@@ -64,7 +64,7 @@ pub enum CpioError {
         path: String,
         /// Why.
         #[source]
-        source: TreeError,
+        source: Box<TreeError>,
     },
 }
 
@@ -471,7 +471,7 @@ fn tree_error(label: &str, entry: &CpioEntry, e: PlaceError) -> CpioError {
             file: label.to_string(),
             offset: entry.header_offset,
             path,
-            source,
+            source: Box::new(source),
         },
         other => CpioError::Format {
             file: label.to_string(),

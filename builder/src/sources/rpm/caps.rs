@@ -188,7 +188,7 @@ mod tests {
         assert_eq!(words(&to_xattr("=").unwrap()), [0x0200_0000, 0, 0, 0, 0]);
         assert_eq!(
             words(&to_xattr("all=p cap_kill-p").unwrap())[1],
-            u32::MAX & !(1 << 5)
+            !(1u32 << 5)
         );
         assert_eq!(words(&to_xattr("CAP_BPF=ep").unwrap())[3], 1 << 7);
     }

@@ -179,7 +179,7 @@ fn install(
             PlaceError::Tree(source) => RpmError::Tree {
                 path: path.to_path_buf(),
                 file: shown.clone(),
-                source,
+                source: Box::new(source),
             },
             other => file_err(other.to_string()),
         };

@@ -127,7 +127,7 @@ pub enum RpmError {
         file: String,
         /// Why.
         #[source]
-        source: TreeError,
+        source: Box<TreeError>,
     },
     /// A file of the package cannot be installed for another reason.
     #[error("RPM {path}: cannot install {file}: {reason}")]

@@ -62,7 +62,7 @@ pub enum TarError {
         path: String,
         /// Why.
         #[source]
-        source: TreeError,
+        source: Box<TreeError>,
     },
     /// An entry is not acceptable: an absolute path, a loop of symlinks (package layers).
     #[error("tar archive {file}: entry {path:?} (header at byte {offset}): {reason}")]
@@ -95,9 +95,10 @@ pub fn apply_with_limit(
     let label = path.display().to_string();
     let reader = TarReader::new(spool.archive, 0, spool.len, max_expanded);
     let mut placer = Placer::new(tree, Through::Refuse);
-    let mut report = LayerReport::default();
-    report.entries = apply_entries(&mut placer, reader, &label, Ids::Numeric(owner))?;
-    Ok(report)
+    Ok(LayerReport {
+        entries: apply_entries(&mut placer, reader, &label, Ids::Numeric(owner))?,
+        ..LayerReport::default()
+    })
 }
 
 /// Where the owners of entries come from.
@@ -243,7 +244,7 @@ fn place_error(label: &str, entry: &Entry, e: PlaceError) -> TarError {
             file: label.to_string(),
             offset: entry.offset,
             path,
-            source,
+            source: Box::new(source),
         },
         other => TarError::Entry {
             file: label.to_string(),

@@ -86,8 +86,11 @@ pub(crate) fn time(value: &[u8]) -> Result<i64, String> {
     })
 }
 
+/// An extended attribute: name and value.
+pub(crate) type Xattr = (Vec<u8>, Vec<u8>);
+
 /// The extended attribute a record carries, if it is one.
-pub(crate) fn xattr(key: &str, value: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, String> {
+pub(crate) fn xattr(key: &str, value: &[u8]) -> Result<Option<Xattr>, String> {
     if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
         return Ok(Some((name.as_bytes().to_vec(), value.to_vec())));
     }
