@@ -64,6 +64,9 @@ pub enum DebError {
     /// The control or data archive is invalid, or the tree refused an entry.
     #[error(transparent)]
     Tar(#[from] TarError),
+    /// A glob pattern is malformed or matches nothing.
+    #[error("{0}")]
+    Glob(String),
     /// The tree's account files cannot be read.
     #[error(".deb {path}: {reason}")]
     Accounts {
@@ -384,6 +387,12 @@ fn parse_control(text: &[u8]) -> DebControl {
         }
     }
     out
+}
+
+/// Expands glob patterns into package paths, sorted and without duplicates; a pattern matching
+/// nothing is an error.
+pub fn expand_globs(patterns: &[String]) -> Result<Vec<PathBuf>, DebError> {
+    super::rpm::expand_globs(patterns).map_err(|e| DebError::Glob(e.to_string()))
 }
 
 /// Installs `packages` in order into `tree`: the data archive of each, with owners mapped by

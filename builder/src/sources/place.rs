@@ -22,6 +22,9 @@ pub(crate) enum Through {
 /// Most symlinks followed while resolving one path, as Linux's `MAXSYMLINKS`.
 const MAX_HOPS: u32 = 40;
 
+/// Longest symlink target a filesystem stores (`PATH_MAX` - 1; ext4's limit with 4 KiB blocks).
+pub(crate) const MAX_LINK_TARGET: usize = 4095;
+
 /// An entry that could not be placed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PlaceError {
@@ -33,6 +36,14 @@ pub(crate) enum PlaceError {
     SymlinkLoop {
         /// The path as given.
         path: String,
+    },
+    /// A symlink target longer than any filesystem stores.
+    #[error("symlink {path:?} has a target of {len} bytes; the limit is {MAX_LINK_TARGET}")]
+    LinkTooLong {
+        /// The symlink.
+        path: String,
+        /// Length of its target.
+        len: usize,
     },
 }
 
@@ -63,6 +74,14 @@ impl<'t> Placer<'t> {
 
     /// Places `inode` at `path` (see [`Tree::insert`]).
     pub fn insert(&mut self, path: &[u8], inode: Inode) -> Result<InodeId, PlaceError> {
+        if let Kind::Symlink(target) = &inode.kind {
+            if target.len() > MAX_LINK_TARGET {
+                return Err(PlaceError::LinkTooLong {
+                    path: String::from_utf8_lossy(path).into_owned(),
+                    len: target.len(),
+                });
+            }
+        }
         if self.policy == Through::Refuse {
             return Ok(self.tree.insert(path, inode)?);
         }
@@ -138,7 +157,7 @@ impl<'t> Placer<'t> {
             match child.map(|id| (id, &self.tree.inode(id).kind)) {
                 Some((_, Kind::Symlink(target))) => {
                     hops += 1;
-                    if hops > MAX_HOPS {
+                    if hops > MAX_HOPS || target.len() > MAX_LINK_TARGET {
                         return Err(PlaceError::SymlinkLoop {
                             path: String::from_utf8_lossy(shown).into_owned(),
                         });
@@ -228,6 +247,11 @@ mod tests {
         assert!(matches!(
             p.insert(b"a/x", fifo()),
             Err(PlaceError::Tree(TreeError::ThroughSymlink { .. }))
+        ));
+        let long = "x/".repeat(3000);
+        assert!(matches!(
+            p.insert(b"long", link(&long)),
+            Err(PlaceError::LinkTooLong { len: 6000, .. })
         ));
     }
 }

@@ -148,7 +148,7 @@ pub enum RpmError {
         reason: String,
     },
     /// A glob pattern is malformed or cannot be expanded.
-    #[error("RPM pattern {pattern:?}: {reason}")]
+    #[error("package pattern {pattern:?}: {reason}")]
     Glob {
         /// The pattern.
         pattern: String,
@@ -156,7 +156,7 @@ pub enum RpmError {
         reason: String,
     },
     /// A glob pattern matches no file.
-    #[error("RPM pattern {0:?} matches no file")]
+    #[error("package pattern {0:?} matches no file")]
     NoMatch(String),
 }
 
