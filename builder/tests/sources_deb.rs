@@ -234,3 +234,34 @@ fn damaged_packages_fail_cleanly() {
     let e = deb::apply(&mut empty_tree(), &[bad]).unwrap_err();
     assert!(e.to_string().contains("debian-binary"), "{e}");
 }
+
+/// Real packages named by `IMGBUILD_TEST_DEBS` (space-separated paths, e.g. from
+/// `apt-get download hello coreutils`): each applied to an empty tree must equal dpkg-deb's own
+/// data archive extracted by GNU tar. Run with `--ignored`.
+#[test]
+#[ignore = "needs IMGBUILD_TEST_DEBS"]
+fn real_debs_match_their_data_archives() {
+    let Ok(list) = std::env::var("IMGBUILD_TEST_DEBS") else {
+        return;
+    };
+    for pkg in list.split_whitespace().map(PathBuf::from) {
+        let mut tree = empty_tree();
+        let report = deb::apply(&mut tree, std::slice::from_ref(&pkg)).unwrap();
+        let out = empty_root();
+        sh(&format!(
+            "dpkg-deb --fsys-tarfile {} | tar -xpf - --numeric-owner -C {}",
+            q(&pkg),
+            q(out.path())
+        ));
+        assert_eq!(
+            tree_digest_of(&mut tree),
+            dir_digest(out.path()),
+            "{}",
+            pkg.display()
+        );
+        eprintln!(
+            "{}: {} entries, notes {:?}",
+            report.packages[0].nevra, report.entries, report.notes
+        );
+    }
+}
