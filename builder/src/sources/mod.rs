@@ -5,12 +5,14 @@
 //! [`compression`] (gzip, xz, zstd, bzip2 detection) beneath them. Every reader treats its input
 //! as untrusted: lengths are bounded, paths are checked by the tree, errors name file and offset.
 
+mod accounts;
 pub mod builtin;
 pub mod compression;
 pub mod cpio;
 pub mod deb;
 pub mod dir;
 pub mod files;
+mod place;
 pub mod rpm;
 pub mod tar;
 
