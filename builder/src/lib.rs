@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod definition;
+pub mod ext4;
 pub mod image_io;
 pub mod sources;
 pub mod tree;

@@ -1,0 +1,1 @@
+//! Reading ext2/ext3/ext4 images (placeholder).
