@@ -14,8 +14,6 @@ const PER: u64 = ADDR_PER_BLOCK;
 pub const BASE_DIND: u64 = DIRECT_BLOCKS + PER;
 /// First logical block mapped through the triple indirect block.
 pub const BASE_TIND: u64 = BASE_DIND + PER * PER;
-/// Logical blocks a block map can address.
-pub const MAX_BLOCKS: u64 = BASE_TIND + PER * PER * PER;
 
 /// An indirect block: its level (1 single, 2 double, 3 triple) and the first logical block below it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -52,8 +52,6 @@ pub struct Node {
     pub size: u64,
     /// Logical block runs that need blocks.
     pub demand: Vec<(u64, u64)>,
-    /// Number of (disk-sorted) xattrs stored in the inode; the rest are in the block.
-    pub inline_xattrs: usize,
     /// Index of its xattr block in [`Collected::xattr_blocks`].
     pub xattr_block: Option<usize>,
 }
@@ -207,7 +205,6 @@ fn lost_found_node(ext4: bool) -> Node {
         links: 2,
         size: blocks * BLOCK_SIZE,
         demand: vec![(0, blocks)],
-        inline_xattrs: 0,
         xattr_block: None,
     }
 }
@@ -245,7 +242,6 @@ fn make_node(
         links: 1,
         size: 0,
         demand: Vec::new(),
-        inline_xattrs: 0,
         xattr_block: None,
     };
     match &inode.kind {
@@ -328,9 +324,19 @@ fn make_node(
 /// Bytes available for xattrs inside a 256-byte inode, after the magic.
 pub const INLINE_XATTR_SPACE: usize = 256 - GOOD_OLD_INODE_SIZE - EXTRA_ISIZE as usize - 4;
 
-/// The disk xattr list of `meta` (errors name `path`).
-pub fn disk_xattrs(meta: &Meta, path: &[u8]) -> Result<Vec<DiskXattr>, Ext4Error> {
-    xattr::disk_list(&meta.xattrs).map_err(|e| unrepresentable(path, e.to_string()))
+/// The attributes of `meta` in disk form, split into those in the inode and those in the block
+/// (errors name `path`).
+pub fn split_xattrs(
+    meta: &Meta,
+    path: &[u8],
+    ext4: bool,
+) -> Result<(Vec<DiskXattr>, Vec<DiskXattr>), Ext4Error> {
+    if meta.xattrs.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let list = xattr::disk_list(&meta.xattrs).map_err(|e| unrepresentable(path, e.to_string()))?;
+    let space = if ext4 { INLINE_XATTR_SPACE } else { 0 };
+    Ok(xattr::split(list, space))
 }
 
 fn place_xattrs(
@@ -343,21 +349,14 @@ fn place_xattrs(
     if meta.xattrs.is_empty() {
         return Ok(());
     }
-    let list = disk_xattrs(meta, &node.path)?;
-    let inline = if ext4 {
-        xattr::inline_count(&list, INLINE_XATTR_SPACE)
-    } else {
-        0
-    };
-    node.inline_xattrs = inline;
-    let rest = &list[inline..];
+    let (_, rest) = split_xattrs(meta, &node.path, ext4)?;
     if rest.is_empty() {
         return Ok(());
     }
-    if !xattr::fits_block(rest) {
+    if !xattr::fits_block(&rest) {
         return Err(unrepresentable(&node.path, "its extended attributes do not fit in one 4 KiB block"));
     }
-    let bytes = xattr::encode_block(rest);
+    let bytes = xattr::encode_block(&rest);
     let slot = match index.get(&bytes) {
         Some(&i) if blocks[i].refs < XATTR_REFCOUNT_MAX => {
             blocks[i].refs += 1;

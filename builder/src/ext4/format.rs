@@ -62,8 +62,6 @@ pub const BG_INODE_ZEROED: u16 = 0x4;
 pub const EXTENTS_FL: u32 = 0x80000;
 /// Inode flag: huge file (i_blocks in filesystem blocks).
 pub const HUGE_FILE_FL: u32 = 0x40000;
-/// Inode flag: hashed directory.
-pub const INDEX_FL: u32 = 0x1000;
 /// Inode flag: inline data.
 pub const INLINE_DATA_FL: u32 = 0x1000_0000;
 /// Extra inode bytes beyond the first 128 in our 256-byte inodes.

@@ -18,6 +18,7 @@
 mod blockmap;
 mod checksum;
 mod collect;
+mod copy;
 mod dir;
 mod extent;
 mod format;

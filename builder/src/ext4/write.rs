@@ -11,15 +11,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::checksum::{fs_seed, inode_seed, is_zero};
-use super::collect::{disk_xattrs, lost_found_meta, NodeKind, LOST_FOUND_BLOCKS};
+use super::collect::{lost_found_meta, split_xattrs, NodeKind, LOST_FOUND_BLOCKS};
 use super::dir::{self, DirEntry};
 use super::format::*;
 use super::group::{self, GroupCounts};
 use super::inode::{self, InodeRecord};
 use super::planner::{Alloc, Ext4Plan};
 use super::superblock::{self, SuperInfo};
-use super::{blockmap, extent, journal, xattr, Ext4Error};
-use crate::tree::{ContentReader, InodeId, Kind, Tree};
+use super::{blockmap, copy, extent, journal, xattr, Ext4Error};
+use crate::tree::{InodeId, Kind, Tree};
 
 /// What [`super::write`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,18 +34,23 @@ pub struct WriteSummary {
     pub used_blocks: u64,
 }
 
-const UNIT_BLOCKS: u64 = 1024;
 const FLUSH_BYTES: usize = 4 << 20;
 
-struct Output<'a> {
-    file: &'a File,
-    offset: u64,
-    name: String,
-    zeroed: bool,
+/// The image being written.
+pub struct Output<'a> {
+    /// The image file or device.
+    pub file: &'a File,
+    /// Byte offset of the filesystem in it.
+    pub offset: u64,
+    /// Its name, for errors.
+    pub name: String,
+    /// Whether it reads as zeros where nothing is written.
+    pub zeroed: bool,
 }
 
 impl Output<'_> {
-    fn pwrite(&self, block: u64, data: &[u8]) -> Result<(), Ext4Error> {
+    /// Writes `data` at filesystem block `block`.
+    pub fn pwrite(&self, block: u64, data: &[u8]) -> Result<(), Ext4Error> {
         let at = self.offset + block * BLOCK_SIZE;
         self.file.write_all_at(data, at).map_err(|source| Ext4Error::Io {
             image: self.name.clone(),
@@ -125,7 +130,7 @@ fn image_name(file: &File) -> String {
         .unwrap_or_else(|_| "<image>".into())
 }
 
-fn mismatch(what: impl Into<String>) -> Ext4Error {
+pub(super) fn mismatch(what: impl Into<String>) -> Ext4Error {
     Ext4Error::PlanMismatch(what.into())
 }
 
@@ -157,7 +162,7 @@ pub fn write(
         name: name.clone(),
         zeroed,
     };
-    let cursor = Mutex::new(DataCursor::default());
+    let cursor = Mutex::new(copy::DataCursor::default());
     let abort = AtomicBool::new(false);
     let data_bytes = AtomicU64::new(0);
     let workers = std::thread::available_parallelism()
@@ -168,7 +173,7 @@ pub fn write(
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 s.spawn(|| {
-                    let r = copy_data(tree, plan, &out, &cursor, &abort, &data_bytes, progress);
+                    let r = copy::copy_data(tree, plan, &out, &cursor, &abort, &data_bytes, progress);
                     if r.is_err() {
                         abort.store(true, Ordering::Relaxed);
                     }
@@ -199,123 +204,6 @@ pub fn write(
         used_inodes: plan.used_inodes,
         used_blocks: plan.used_blocks,
     })
-}
-
-/// Position in the plan's file data: which file, which extent, how far into it.
-#[derive(Default)]
-struct DataCursor {
-    file: usize,
-    extent: usize,
-    within: u64,
-}
-
-#[derive(Clone, Copy)]
-struct Piece {
-    node: usize,
-    logical: u64,
-    phys: u64,
-    len: u64,
-}
-
-impl DataCursor {
-    /// The next run of physically contiguous blocks, at most [`UNIT_BLOCKS`].
-    fn next_unit(&mut self, plan: &Ext4Plan, pieces: &mut Vec<Piece>) {
-        pieces.clear();
-        let mut total = 0;
-        let mut phys_next: Option<u64> = None;
-        while let Some(&node) = plan.data_order.get(self.file) {
-            let extents = &plan.allocs[node].extents;
-            let Some(e) = extents.get(self.extent) else {
-                self.file += 1;
-                self.extent = 0;
-                self.within = 0;
-                continue;
-            };
-            let phys = e.start + self.within;
-            if phys_next.is_some_and(|p| p != phys) {
-                break;
-            }
-            let n = (e.len - self.within).min(UNIT_BLOCKS - total);
-            pieces.push(Piece {
-                node,
-                logical: e.logical + self.within,
-                phys,
-                len: n,
-            });
-            total += n;
-            self.within += n;
-            phys_next = Some(phys + n);
-            if self.within == e.len {
-                self.extent += 1;
-                self.within = 0;
-            }
-            if total == UNIT_BLOCKS {
-                break;
-            }
-        }
-    }
-}
-
-fn file_of<'t>(tree: &'t Tree, plan: &Ext4Plan, node: usize) -> Result<(&'t crate::tree::FileData, String), Ext4Error> {
-    let n = &plan.collected.nodes[node];
-    let path = String::from_utf8_lossy(&n.path).into_owned();
-    match n.tree.map(|id| &tree.inode(id).kind) {
-        Some(Kind::File(data)) if data.size == n.size => Ok((data, path)),
-        _ => Err(mismatch(format!("{path} is no longer a file of {} bytes", n.size))),
-    }
-}
-
-fn copy_data(
-    tree: &Tree,
-    plan: &Ext4Plan,
-    out: &Output<'_>,
-    cursor: &Mutex<DataCursor>,
-    abort: &AtomicBool,
-    total: &AtomicU64,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<(), Ext4Error> {
-    let mut buf = vec![0u8; UNIT_BLOCKS as usize * BLOCK];
-    let mut pieces = Vec::new();
-    let mut open: Option<(usize, ContentReader<'_>, String)> = None;
-    loop {
-        if abort.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        cursor
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .next_unit(plan, &mut pieces);
-        let Some(first) = pieces.first().copied() else {
-            return Ok(());
-        };
-        let mut off = 0usize;
-        let mut bytes = 0u64;
-        for p in &pieces {
-            if open.as_ref().map(|o| o.0) != Some(p.node) {
-                let (data, path) = file_of(tree, plan, p.node)?;
-                let reader = data.content.open(data.size, &path)?;
-                open = Some((p.node, reader, path));
-            }
-            let Some((_, reader, path)) = open.as_ref() else {
-                continue;
-            };
-            let start = p.logical * BLOCK_SIZE;
-            let span = p.len as usize * BLOCK;
-            let want = (span as u64).min(reader.len().saturating_sub(start)) as usize;
-            reader
-                .read_exact_at(&mut buf[off..off + want], start)
-                .map_err(|source| crate::tree::ContentError {
-                    path: path.clone(),
-                    source,
-                })?;
-            buf[off + want..off + span].fill(0);
-            off += span;
-            bytes += want as u64;
-        }
-        out.pwrite(first.phys, &buf[..off])?;
-        total.fetch_add(bytes, Ordering::Relaxed);
-        progress(bytes);
-    }
 }
 
 fn file_type(kind: &Kind) -> u8 {
@@ -389,7 +277,7 @@ fn write_metadata(tree: &Tree, plan: &Ext4Plan, out: &Output<'_>) -> Result<(), 
             w.node(idx, &mut t[at..at + isz])?;
         }
         // Groups before this one are complete (group 0 waits: lost+found may come late).
-        while let Some((&first, _)) = tables.range(1..g).next() {
+        while let Some((&first, _)) = tables.range(1..g.max(1)).next() {
             if let Some(buf) = tables.remove(&first) {
                 write_table(&mut table_writer, plan, first, &buf)?;
             }
@@ -492,12 +380,8 @@ impl MetaWriter<'_> {
             }
         };
         let iseed = self.seed.map(|s| inode_seed(s, node.ino, 0));
-        let list = if meta.xattrs.is_empty() {
-            Vec::new()
-        } else {
-            disk_xattrs(meta, &node.path)?
-        };
-        if list.len() < node.inline_xattrs {
+        let (inline, rest) = split_xattrs(meta, &node.path, ext4)?;
+        if rest.is_empty() != node.xattr_block.is_none() {
             return Err(mismatch(format!("{}: extended attributes changed", String::from_utf8_lossy(&node.path))));
         }
         let mut file_acl = 0;
@@ -568,8 +452,7 @@ impl MetaWriter<'_> {
             file_acl,
             time: meta.mtime,
         };
-        let inline = if plan.geo.inode_size > 128 { &list[..node.inline_xattrs] } else { &[][..] };
-        inode::encode(&rec, out, self.seed.map(|s| (s, node.ino)), inline);
+        inode::encode(&rec, out, self.seed.map(|s| (s, node.ino)), &inline);
         Ok(())
     }
 

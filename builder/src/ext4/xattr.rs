@@ -223,17 +223,23 @@ pub fn disk_list(xattrs: &[(Vec<u8>, Vec<u8>)]) -> Result<Vec<DiskXattr>, XattrE
     Ok(list)
 }
 
-/// How many of `list` (a prefix) fit in `space` bytes of in-inode area (after the magic),
-/// keeping 4 bytes for the terminating zero entry.
-pub fn inline_count(list: &[DiskXattr], space: usize) -> usize {
+/// Splits `list` into the attributes kept in the inode (`space` bytes after the magic, 4 of
+/// which end the entry table) and those for the xattr block: in disk order, each attribute goes
+/// in the inode if it still fits there.
+pub fn split(list: Vec<DiskXattr>, space: usize) -> (Vec<DiskXattr>, Vec<DiskXattr>) {
     let mut used = 4;
-    for (i, x) in list.iter().enumerate() {
-        used += x.entry_len() + x.value_len();
-        if used > space {
-            return i;
+    let mut inline = Vec::new();
+    let mut block = Vec::new();
+    for x in list {
+        let need = x.entry_len() + x.value_len();
+        if used + need <= space {
+            used += need;
+            inline.push(x);
+        } else {
+            block.push(x);
         }
     }
-    list.len()
+    (inline, block)
 }
 
 /// True when `list` fits in one xattr block.
@@ -257,7 +263,7 @@ pub fn entry_hash(name: &[u8], value: &[u8]) -> u32 {
 }
 
 /// Writes entries at `buf[table..]` and values downward from `buf.len()`; value offsets are
-/// relative to `origin`. The caller guarantees the space (see [`inline_count`]/[`fits_block`]).
+/// relative to `origin`. The caller guarantees the space (see [`split`] and [`fits_block`]).
 /// Returns the entry hashes.
 fn encode_entries(buf: &mut [u8], table: usize, origin: usize, list: &[DiskXattr]) -> Vec<u32> {
     let mut pos = table;
@@ -365,8 +371,10 @@ mod tests {
         // Sorted by index, then name length, then name: user.a, user.b, security.selinux.
         assert_eq!(list[0].name, b"a");
         assert_eq!(list[2].index, 6);
-        assert_eq!(inline_count(&list, 92), 2);
-        assert_eq!(inline_count(&list, 20), 0);
+        let (inline, rest) = split(list.clone(), 92);
+        assert_eq!((inline.len(), rest.len()), (2, 1));
+        assert_eq!(rest[0].name, b"b");
+        assert_eq!(split(list.clone(), 20).0.len(), 0);
         let mut block = encode_block(&list);
         finish_block(&mut block, 3, 1234, Some(99));
         assert_eq!(le32(&block, 0), XATTR_MAGIC);

@@ -1,0 +1,185 @@
+//! Times our ext4 writer against `mke2fs -t ext4 -d` on a debootstrap minbase tree (same tree,
+//! same size, interleaved runs, medians), and measures the writer's peak RSS on a tree with
+//! 1 GiB of file data (in a child process, from VmHWM).
+//!
+//! `cargo bench -p imgbuild --bench ext4_vs_mke2fs`. The tree is built once with debootstrap
+//! under `${IMGBUILD_CACHE:-$HOME/.cache/imgbuild}/debootstrap-minbase` (see
+//! `benches/ext4_vs_mke2fs.sh`). `EXT4_BENCH_RUNS` changes the number of runs (default 5).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use imgbuild::definition::{FreeSpace, FsType, SizeSpec};
+use imgbuild::ext4::{self, Ext4Params};
+use imgbuild::tree::{Meta, Tree};
+
+fn params() -> Ext4Params {
+    Ext4Params {
+        fs_type: FsType::Ext4,
+        size: SizeSpec::Auto,
+        free: FreeSpace::Percent(25.0),
+        inode_ratio: 16384,
+        label: "bench".into(),
+        uuid: [7; 16],
+        hash_seed: [9; 16],
+        reserved_percent: 0.0,
+        journal_size: None,
+        timestamp: 1_700_000_000,
+    }
+}
+
+fn cache_dir() -> PathBuf {
+    match std::env::var_os("IMGBUILD_CACHE") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+            .join(".cache/imgbuild"),
+    }
+}
+
+fn load_tree(root: &Path) -> Tree {
+    let mut tree = Tree::new(Meta::root(0o755, 0));
+    imgbuild::sources::dir::apply(&mut tree, root, None).unwrap();
+    tree
+}
+
+/// Scans the directory, plans and writes; returns (total, plan+write) durations and size.
+fn ours(root: &Path, img: &Path, p: &Ext4Params) -> (Duration, Duration, u64) {
+    let _ = std::fs::remove_file(img);
+    let t0 = Instant::now();
+    let tree = load_tree(root);
+    let t1 = Instant::now();
+    let plan = ext4::plan(&tree, p).unwrap();
+    let file = std::fs::File::create(img).unwrap();
+    ext4::write(&tree, &plan, &file, 0, true, &|_| {}).unwrap();
+    drop(file);
+    let t2 = Instant::now();
+    (t2 - t0, t2 - t1, plan.size_bytes)
+}
+
+fn mke2fs(root: &Path, img: &Path, size: u64) -> Duration {
+    let _ = std::fs::remove_file(img);
+    let t0 = Instant::now();
+    let st = Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-d"])
+        .arg(root)
+        .arg(img)
+        .arg(format!("{}k", size / 1024))
+        .status()
+        .unwrap();
+    assert!(st.success(), "mke2fs failed");
+    t0.elapsed()
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn vm_hwm_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Child mode: write the image of `root` and print the peak RSS before and after.
+fn rss_child(root: &Path, img: &Path) {
+    let t0 = Instant::now();
+    let tree = load_tree(root);
+    let before = vm_hwm_kib();
+    let t1 = Instant::now();
+    let plan = ext4::plan(&tree, &params()).unwrap();
+    let t2 = Instant::now();
+    let file = std::fs::File::create(img).unwrap();
+    ext4::write(&tree, &plan, &file, 0, true, &|_| {}).unwrap();
+    let t3 = Instant::now();
+    drop(file);
+    let t4 = Instant::now();
+    eprintln!("load {:?} plan {:?} write {:?} close {:?}", t1 - t0, t2 - t1, t3 - t2, t4 - t3);
+    println!("RSS {before} {}", vm_hwm_kib());
+}
+
+fn rss_of_big_tree(work: &Path) {
+    let root = work.join("big-tree");
+    std::fs::create_dir_all(&root).unwrap();
+    let f = root.join("one-gib");
+    if std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0) != 1 << 30 {
+        let mut block = vec![0u8; 1 << 20];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&f).unwrap());
+        for _ in 0..1024 {
+            for b in block.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8 | 1;
+            }
+            std::io::Write::write_all(&mut out, &block).unwrap();
+        }
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .arg("--rss-child")
+        .arg(&root)
+        .arg(work.join("big.img"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.lines().find_map(|l| l.strip_prefix("RSS ")) {
+        Some(v) => {
+            let mut it = v.split(' ').map(|n| n.parse::<u64>().unwrap_or(0));
+            let (before, after) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+            println!(
+                "peak RSS writing 1 GiB of file data: {:.1} MiB (tree loaded: {:.1} MiB)",
+                after as f64 / 1024.0,
+                before as f64 / 1024.0
+            );
+        }
+        None => println!("RSS child failed: {}", String::from_utf8_lossy(&out.stderr)),
+    }
+    let _ = std::fs::remove_file(work.join("big.img"));
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--rss-child") {
+        rss_child(Path::new(&args[i + 1]), Path::new(&args[i + 2]));
+        return;
+    }
+    let root = cache_dir().join("debootstrap-minbase");
+    if !root.is_dir() {
+        println!(
+            "no tree at {}: run benches/ext4_vs_mke2fs.sh (debootstrap --variant=minbase bookworm)",
+            root.display()
+        );
+        return;
+    }
+    let runs: usize = std::env::var("EXT4_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let work = tempfile::Builder::new().prefix("ext4-bench").tempdir_in(cache_dir()).unwrap();
+    let img = work.path().join("img");
+    let p = params();
+    // Warm the page cache and learn the size.
+    let (_, _, size) = ours(&root, &img, &p);
+    mke2fs(&root, &img, size);
+    let (mut total, mut write, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (t, w, _) = ours(&root, &img, &p);
+        total.push(t);
+        write.push(w);
+        theirs.push(mke2fs(&root, &img, size));
+    }
+    let (t, w, m) = (median(&mut total), median(&mut write), median(&mut theirs));
+    println!("tree {} ({} MiB filesystem), {runs} interleaved runs, medians:", root.display(), size >> 20);
+    println!("  imgbuild (scan+plan+write): {:8.3} s", t.as_secs_f64());
+    println!("  imgbuild (plan+write):      {:8.3} s", w.as_secs_f64());
+    println!("  mke2fs -t ext4 -d:          {:8.3} s", m.as_secs_f64());
+    println!(
+        "  ratio imgbuild/mke2fs: {:.2} (scan+plan+write), {:.2} (plan+write)",
+        t.as_secs_f64() / m.as_secs_f64(),
+        w.as_secs_f64() / m.as_secs_f64()
+    );
+    rss_of_big_tree(work.path());
+}
