@@ -99,7 +99,13 @@ fn rss_child(root: &Path, img: &Path) {
     let t3 = Instant::now();
     drop(file);
     let t4 = Instant::now();
-    eprintln!("load {:?} plan {:?} write {:?} close {:?}", t1 - t0, t2 - t1, t3 - t2, t4 - t3);
+    eprintln!(
+        "load {:?} plan {:?} write {:?} close {:?}",
+        t1 - t0,
+        t2 - t1,
+        t3 - t2,
+        t4 - t3
+    );
     println!("RSS {before} {}", vm_hwm_kib());
 }
 
@@ -157,8 +163,14 @@ fn main() {
         );
         return;
     }
-    let runs: usize = std::env::var("EXT4_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
-    let work = tempfile::Builder::new().prefix("ext4-bench").tempdir_in(cache_dir()).unwrap();
+    let runs: usize = std::env::var("EXT4_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let work = tempfile::Builder::new()
+        .prefix("ext4-bench")
+        .tempdir_in(cache_dir())
+        .unwrap();
     let img = work.path().join("img");
     let p = params();
     // Warm the page cache and learn the size.
@@ -172,7 +184,11 @@ fn main() {
         theirs.push(mke2fs(&root, &img, size));
     }
     let (t, w, m) = (median(&mut total), median(&mut write), median(&mut theirs));
-    println!("tree {} ({} MiB filesystem), {runs} interleaved runs, medians:", root.display(), size >> 20);
+    println!(
+        "tree {} ({} MiB filesystem), {runs} interleaved runs, medians:",
+        root.display(),
+        size >> 20
+    );
     println!("  imgbuild (scan+plan+write): {:8.3} s", t.as_secs_f64());
     println!("  imgbuild (plan+write):      {:8.3} s", w.as_secs_f64());
     println!("  mke2fs -t ext4 -d:          {:8.3} s", m.as_secs_f64());

@@ -24,14 +24,22 @@ fn minbase() -> PathBuf {
     let _guard = BUILD.lock().unwrap_or_else(|p| p.into_inner());
     let cache = match std::env::var_os("IMGBUILD_CACHE") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/imgbuild"),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+            .join(".cache/imgbuild"),
     };
     let root = cache.join("debootstrap-minbase");
     if root.join("etc/debian_version").is_file() {
         return root;
     }
-    if Command::new("debootstrap").arg("--version").output().is_err() {
-        let st = Command::new("apt-get").args(["install", "-y", "debootstrap"]).status().unwrap();
+    if Command::new("debootstrap")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        let st = Command::new("apt-get")
+            .args(["install", "-y", "debootstrap"])
+            .status()
+            .unwrap();
         assert!(st.success(), "cannot install debootstrap");
     }
     std::fs::create_dir_all(&cache).unwrap();
@@ -72,14 +80,23 @@ fn minbase_round_trips_in_every_format() {
 }
 
 /// (directory, name) → (mode, uid, gid, size or "dir") from `debugfs ls -p` over every directory.
-fn debugfs_listing(image: &Path, dirs: &[Vec<u8>], work: &Path) -> BTreeMap<(String, String), String> {
+fn debugfs_listing(
+    image: &Path,
+    dirs: &[Vec<u8>],
+    work: &Path,
+) -> BTreeMap<(String, String), String> {
     let cmds = work.join("cmds");
     let mut text = String::new();
     for d in dirs {
         text.push_str(&format!("ls -p \"{}\"\n", String::from_utf8_lossy(d)));
     }
     std::fs::write(&cmds, text).unwrap();
-    let out = Command::new("debugfs").arg("-f").arg(&cmds).arg(image).output().unwrap();
+    let out = Command::new("debugfs")
+        .arg("-f")
+        .arg(&cmds)
+        .arg(image)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     let mut map = BTreeMap::new();
@@ -97,7 +114,10 @@ fn debugfs_listing(image: &Path, dirs: &[Vec<u8>], work: &Path) -> BTreeMap<(Str
         if name == "." || name == ".." {
             continue;
         }
-        let value = format!("mode={} uid={} gid={} size={}", fields[2], fields[3], fields[4], fields[6]);
+        let value = format!(
+            "mode={} uid={} gid={} size={}",
+            fields[2], fields[3], fields[4], fields[6]
+        );
         map.insert((current.clone(), name), value);
     }
     map
@@ -130,7 +150,18 @@ fn same_listing_as_mke2fs() {
     let a = debugfs_listing(&ours, &dirs, dir.path());
     let b = debugfs_listing(&theirs, &dirs, dir.path());
     assert!(a.len() > 6000, "{}", a.len());
-    let only_ours: Vec<_> = a.iter().filter(|(k, v)| b.get(*k) != Some(*v)).take(10).collect();
-    let only_theirs: Vec<_> = b.iter().filter(|(k, v)| a.get(*k) != Some(*v)).take(10).collect();
-    assert!(only_ours.is_empty() && only_theirs.is_empty(), "ours: {only_ours:?}\nmke2fs: {only_theirs:?}");
+    let only_ours: Vec<_> = a
+        .iter()
+        .filter(|(k, v)| b.get(*k) != Some(*v))
+        .take(10)
+        .collect();
+    let only_theirs: Vec<_> = b
+        .iter()
+        .filter(|(k, v)| a.get(*k) != Some(*v))
+        .take(10)
+        .collect();
+    assert!(
+        only_ours.is_empty() && only_theirs.is_empty(),
+        "ours: {only_ours:?}\nmke2fs: {only_theirs:?}"
+    );
 }

@@ -20,66 +20,155 @@ fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
 }
 
 fn target(len: usize) -> Box<[u8]> {
-    (0..len).map(|i| if i % 8 == 7 { b'/' } else { b'a' + (i % 26) as u8 }).collect()
+    (0..len)
+        .map(|i| {
+            if i % 8 == 7 {
+                b'/'
+            } else {
+                b'a' + (i % 26) as u8
+            }
+        })
+        .collect()
 }
 
 /// A tree with every entry type and the tricky metadata cases.
 pub fn every_kind() -> Tree {
     let mut t = Tree::new(meta(0o755, 0, 0));
-    t.insert(b"etc/hostname", bytes_file(b"box\n", meta(0o644, 0, 0))).unwrap();
-    t.insert(b"empty", bytes_file(b"", meta(0o600, 70000, 70001))).unwrap();
-    t.insert(b"bin/su", bytes_file(&vec![7u8; 50_000], meta(0o4755, 0, 0))).unwrap();
-    t.insert(b"bin/wall", bytes_file(b"#!/bin/sh\n", meta(0o2755, 0, 5))).unwrap();
+    t.insert(b"etc/hostname", bytes_file(b"box\n", meta(0o644, 0, 0)))
+        .unwrap();
+    t.insert(b"empty", bytes_file(b"", meta(0o600, 70000, 70001)))
+        .unwrap();
+    t.insert(
+        b"bin/su",
+        bytes_file(&vec![7u8; 50_000], meta(0o4755, 0, 0)),
+    )
+    .unwrap();
+    t.insert(b"bin/wall", bytes_file(b"#!/bin/sh\n", meta(0o2755, 0, 5)))
+        .unwrap();
     t.insert(b"tmp", dir(meta(0o1777, 0, 0))).unwrap();
     t.hard_link(b"bin/su-again", b"bin/su").unwrap();
     t.hard_link(b"etc/su-link", b"bin/su").unwrap();
-    t.insert(b"fast", Inode::new(meta(0o777, 0, 0), Kind::Symlink((*b"etc/hostname").into()))).unwrap();
+    t.insert(
+        b"fast",
+        Inode::new(meta(0o777, 0, 0), Kind::Symlink((*b"etc/hostname").into())),
+    )
+    .unwrap();
     // Long targets are made of short components: ext4-view refuses components over 255 bytes.
-    t.insert(b"slow", Inode::new(meta(0o777, 1000, 1000), Kind::Symlink(target(300)))).unwrap();
-    t.insert(b"edge59", Inode::new(meta(0o777, 0, 0), Kind::Symlink(vec![b'y'; 59].into()))).unwrap();
-    t.insert(b"edge60", Inode::new(meta(0o777, 0, 0), Kind::Symlink(vec![b'z'; 60].into()))).unwrap();
-    t.insert(b"maxlink", Inode::new(meta(0o777, 0, 0), Kind::Symlink(target(4095)))).unwrap();
-    t.insert(b"dev/null", Inode::new(meta(0o666, 0, 0), Kind::CharDevice { major: 1, minor: 3 })).unwrap();
-    t.insert(b"dev/sda1", Inode::new(meta(0o660, 0, 6), Kind::BlockDevice { major: 8, minor: 1 })).unwrap();
-    t.insert(b"dev/nvme", Inode::new(meta(0o660, 0, 6), Kind::BlockDevice { major: 259, minor: 300 })).unwrap();
-    t.insert(b"dev/big", Inode::new(meta(0o600, 0, 0), Kind::CharDevice { major: 4000, minor: 1_000_000 })).unwrap();
-    t.insert(b"run/fifo", Inode::new(meta(0o644, 0, 0), Kind::Fifo)).unwrap();
-    t.insert(b"run/sock", Inode::new(meta(0o755, 65534, 65534), Kind::Socket)).unwrap();
+    t.insert(
+        b"slow",
+        Inode::new(meta(0o777, 1000, 1000), Kind::Symlink(target(300))),
+    )
+    .unwrap();
+    t.insert(
+        b"edge59",
+        Inode::new(meta(0o777, 0, 0), Kind::Symlink(vec![b'y'; 59].into())),
+    )
+    .unwrap();
+    t.insert(
+        b"edge60",
+        Inode::new(meta(0o777, 0, 0), Kind::Symlink(vec![b'z'; 60].into())),
+    )
+    .unwrap();
+    t.insert(
+        b"maxlink",
+        Inode::new(meta(0o777, 0, 0), Kind::Symlink(target(4095))),
+    )
+    .unwrap();
+    t.insert(
+        b"dev/null",
+        Inode::new(meta(0o666, 0, 0), Kind::CharDevice { major: 1, minor: 3 }),
+    )
+    .unwrap();
+    t.insert(
+        b"dev/sda1",
+        Inode::new(meta(0o660, 0, 6), Kind::BlockDevice { major: 8, minor: 1 }),
+    )
+    .unwrap();
+    t.insert(
+        b"dev/nvme",
+        Inode::new(
+            meta(0o660, 0, 6),
+            Kind::BlockDevice {
+                major: 259,
+                minor: 300,
+            },
+        ),
+    )
+    .unwrap();
+    t.insert(
+        b"dev/big",
+        Inode::new(
+            meta(0o600, 0, 0),
+            Kind::CharDevice {
+                major: 4000,
+                minor: 1_000_000,
+            },
+        ),
+    )
+    .unwrap();
+    t.insert(b"run/fifo", Inode::new(meta(0o644, 0, 0), Kind::Fifo))
+        .unwrap();
+    t.insert(
+        b"run/sock",
+        Inode::new(meta(0o755, 65534, 65534), Kind::Socket),
+    )
+    .unwrap();
     // Attributes: small ones fit in a 256-byte inode, large ones need a block.
     let mut m = meta(0o755, 0, 0);
-    m.set_xattr(b"security.capability".to_vec(), vec![1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    m.set_xattr(
+        b"security.capability".to_vec(),
+        vec![
+            1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ],
+    );
     t.insert(b"bin/ping", bytes_file(b"ping", m)).unwrap();
     let mut m = meta(0o644, 0, 0);
-    m.set_xattr(b"security.selinux".to_vec(), b"system_u:object_r:etc_t:s0\0".to_vec());
+    m.set_xattr(
+        b"security.selinux".to_vec(),
+        b"system_u:object_r:etc_t:s0\0".to_vec(),
+    );
     m.set_xattr(b"user.big".to_vec(), vec![b'v'; 1500]);
     m.set_xattr(b"trusted.note".to_vec(), b"t".to_vec());
     m.set_xattr(b"user.empty".to_vec(), Vec::new());
-    t.insert(b"etc/labelled", bytes_file(b"x", m.clone())).unwrap();
+    t.insert(b"etc/labelled", bytes_file(b"x", m.clone()))
+        .unwrap();
     t.insert(b"etc/labelled-too", bytes_file(b"y", m)).unwrap();
     let mut m = meta(0o770, 0, 100);
     m.set_xattr(
         b"system.posix_acl_access".to_vec(),
-        acl(&[(1, 7, u32::MAX), (2, 5, 1000), (4, 7, u32::MAX), (0x10, 7, u32::MAX), (0x20, 0, u32::MAX)]),
+        acl(&[
+            (1, 7, u32::MAX),
+            (2, 5, 1000),
+            (4, 7, u32::MAX),
+            (0x10, 7, u32::MAX),
+            (0x20, 0, u32::MAX),
+        ]),
     );
-    m.set_xattr(b"system.posix_acl_default".to_vec(), acl(&[(1, 7, u32::MAX), (4, 5, u32::MAX), (0x20, 0, u32::MAX)]));
+    m.set_xattr(
+        b"system.posix_acl_default".to_vec(),
+        acl(&[(1, 7, u32::MAX), (4, 5, u32::MAX), (0x20, 0, u32::MAX)]),
+    );
     t.insert(b"srv/shared", dir(m)).unwrap();
     // 255-byte names and a 100-level path.
     let long = vec![b'n'; 255];
     let mut p = b"names/".to_vec();
     p.extend_from_slice(&long);
-    t.insert(&p, bytes_file(b"long", meta(0o644, 0, 0))).unwrap();
+    t.insert(&p, bytes_file(b"long", meta(0o644, 0, 0)))
+        .unwrap();
     let mut deep = Vec::new();
     for i in 0..100 {
         deep.extend_from_slice(format!("d{i}/").as_bytes());
     }
     deep.extend_from_slice(b"leaf");
-    t.insert(&deep, bytes_file(b"deep", meta(0o644, 0, 0))).unwrap();
+    t.insert(&deep, bytes_file(b"deep", meta(0o644, 0, 0)))
+        .unwrap();
     // Data with a hole and zero blocks in the middle.
     let mut holey = vec![0u8; 5 * 4096 + 17];
     holey[0] = 1;
     holey[4 * 4096] = 2;
     holey[5 * 4096 + 16] = 3;
-    t.insert(b"holey", bytes_file(&holey, meta(0o644, 0, 0))).unwrap();
+    t.insert(b"holey", bytes_file(&holey, meta(0o644, 0, 0)))
+        .unwrap();
     t
 }
 
@@ -87,7 +176,10 @@ fn check_debugfs(path: &std::path::Path, ext4: bool) {
     let s = debugfs(path, "stat /dev/nvme");
     assert!(s.contains("Device major/minor number: 259:300"), "{s}");
     let s = debugfs(path, "stat /dev/sda1");
-    assert!(s.contains("Device major/minor number: 08:01") || s.contains("08:01"), "{s}");
+    assert!(
+        s.contains("Device major/minor number: 08:01") || s.contains("08:01"),
+        "{s}"
+    );
     let s = debugfs(path, "stat /dev/big");
     assert!(s.contains("4000:1000000"), "{s}");
     let s = debugfs(path, "stat /empty");
@@ -95,7 +187,10 @@ fn check_debugfs(path: &std::path::Path, ext4: bool) {
     let s = debugfs(path, "ea_list /bin/ping");
     assert!(s.contains("security.capability (20)"), "{s}");
     let s = debugfs(path, "ea_list /etc/labelled");
-    assert!(s.contains("security.selinux (27) = \"system_u:object_r:etc_t:s0\\000\""), "{s}");
+    assert!(
+        s.contains("security.selinux (27) = \"system_u:object_r:etc_t:s0\\000\""),
+        "{s}"
+    );
     assert!(s.contains("user.big (1500)"), "{s}");
     assert!(s.contains("trusted.note (1) = \"t\""), "{s}");
     let s = debugfs(path, "stat /etc/labelled");
@@ -103,16 +198,25 @@ fn check_debugfs(path: &std::path::Path, ext4: bool) {
     assert!(!acl_block, "the large attribute needs an xattr block: {s}");
     let s = debugfs(path, "stat /bin/ping");
     if ext4 {
-        assert!(s.contains("File ACL: 0"), "capability fits in the inode: {s}");
+        assert!(
+            s.contains("File ACL: 0"),
+            "capability fits in the inode: {s}"
+        );
     } else {
-        assert!(!s.contains("File ACL: 0"), "128-byte inodes keep attributes in a block: {s}");
+        assert!(
+            !s.contains("File ACL: 0"),
+            "128-byte inodes keep attributes in a block: {s}"
+        );
     }
     let s = debugfs(path, "stat /bin/su");
     assert!(s.contains("Links: 3"), "{s}");
     assert!(s.contains("Mode:  04755"), "{s}");
     let s = debugfs(path, "stat /holey");
     if ext4 {
-        assert!(s.contains("(0):") && s.contains("(4-5):"), "zero blocks are holes: {s}");
+        assert!(
+            s.contains("(0):") && s.contains("(4-5):"),
+            "zero blocks are holes: {s}"
+        );
     }
     assert!(s.contains("Blockcount: 24"), "three blocks stored: {s}");
 }

@@ -17,11 +17,25 @@ use imgbuild::tree::{Inode, Kind, Tree};
 fn sample_tree() -> Tree {
     let mut t = Tree::new(meta(0o755, 0, 0));
     for i in 0..300u32 {
-        let body: Vec<u8> = (0..(i * 97 % 20000)).map(|b| (b % 251) as u8 ^ i as u8).collect();
-        t.insert(format!("usr/lib/f{i}").as_bytes(), bytes_file(&body, meta(0o644, 0, 0))).unwrap();
+        let body: Vec<u8> = (0..(i * 97 % 20000))
+            .map(|b| (b % 251) as u8 ^ i as u8)
+            .collect();
+        t.insert(
+            format!("usr/lib/f{i}").as_bytes(),
+            bytes_file(&body, meta(0o644, 0, 0)),
+        )
+        .unwrap();
     }
-    t.insert(b"usr/big", bytes_file(&vec![3u8; 3 << 20], meta(0o755, 0, 0))).unwrap();
-    t.insert(b"bin", Inode::new(meta(0o777, 0, 0), Kind::Symlink((*b"usr/bin").into()))).unwrap();
+    t.insert(
+        b"usr/big",
+        bytes_file(&vec![3u8; 3 << 20], meta(0o755, 0, 0)),
+    )
+    .unwrap();
+    t.insert(
+        b"bin",
+        Inode::new(meta(0o777, 0, 0), Kind::Symlink((*b"usr/bin").into())),
+    )
+    .unwrap();
     let mut m = meta(0o644, 0, 0);
     m.set_xattr(b"user.k".to_vec(), vec![9u8; 700]);
     t.insert(b"etc/x", bytes_file(b"x", m)).unwrap();
@@ -38,7 +52,9 @@ fn too_small_fails_before_writing_and_names_the_size() {
             Err(Ext4Error::TooSmall { needed, given }) => {
                 assert_eq!(given, 2 << 20);
                 assert!(needed > 3 << 20, "{needed}");
-                assert!(Ext4Error::TooSmall { needed, given }.to_string().contains(&needed.to_string()));
+                assert!(Ext4Error::TooSmall { needed, given }
+                    .to_string()
+                    .contains(&needed.to_string()));
                 // Exactly the size named works, and is clean.
                 let mut t2 = sample_tree();
                 let (plan, path) = write_image(&t2, &fixed(fs, needed), dir.path(), fs.name());
@@ -54,11 +70,21 @@ fn too_small_fails_before_writing_and_names_the_size() {
 #[test]
 fn auto_size_leaves_the_free_share() {
     let t = sample_tree();
-    for (free, min_free) in [(FreeSpace::Percent(50.0), 0.5), (FreeSpace::Percent(0.0), 0.0)] {
-        let p = ext4::Ext4Params { free, ..params(FsType::Ext4) };
+    for (free, min_free) in [
+        (FreeSpace::Percent(50.0), 0.5),
+        (FreeSpace::Percent(0.0), 0.0),
+    ] {
+        let p = ext4::Ext4Params {
+            free,
+            ..params(FsType::Ext4)
+        };
         let plan = ext4::plan(&t, &p).unwrap();
         let free_blocks = plan.blocks - plan.used_blocks;
-        assert!(free_blocks as f64 >= plan.used_blocks as f64 * min_free, "{free_blocks} of {}", plan.blocks);
+        assert!(
+            free_blocks as f64 >= plan.used_blocks as f64 * min_free,
+            "{free_blocks} of {}",
+            plan.blocks
+        );
         if min_free > 0.0 {
             assert!((free_blocks as f64) < plan.used_blocks as f64 * min_free + 2048.0);
         }
@@ -66,9 +92,16 @@ fn auto_size_leaves_the_free_share() {
     // Many inodes: the inode count follows the tree, not only the ratio.
     let mut t = Tree::new(meta(0o755, 0, 0));
     for i in 0..5000 {
-        t.insert(format!("d/e{i}").as_bytes(), Inode::new(meta(0o644, 0, 0), Kind::Fifo)).unwrap();
+        t.insert(
+            format!("d/e{i}").as_bytes(),
+            Inode::new(meta(0o644, 0, 0), Kind::Fifo),
+        )
+        .unwrap();
     }
-    let p = ext4::Ext4Params { inode_ratio: 1 << 24, ..fixed(FsType::Ext4, 64 << 20) };
+    let p = ext4::Ext4Params {
+        inode_ratio: 1 << 24,
+        ..fixed(FsType::Ext4, 64 << 20)
+    };
     let plan = ext4::plan(&t, &p).unwrap();
     assert!(plan.inodes >= 5012, "{}", plan.inodes);
 }
@@ -117,7 +150,13 @@ fn written_at_an_offset_inside_a_disk_image() {
     let mut t = sample_tree();
     let plan = ext4::plan(&t, &params(FsType::Ext4)).unwrap();
     let path = dir.path().join("disk.img");
-    let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
     f.write_all_at(b"MBR!", 0).unwrap();
     let offset = 1 << 20;
     let progress = std::sync::atomic::AtomicU64::new(0);
@@ -125,7 +164,10 @@ fn written_at_an_offset_inside_a_disk_image() {
         progress.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     })
     .unwrap();
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), offset + plan.size_bytes);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        offset + plan.size_bytes
+    );
     assert_eq!(summary.data_bytes, progress.into_inner());
     assert!(summary.data_bytes >= 3 << 20);
     let mut head = [0u8; 4];
@@ -137,6 +179,10 @@ fn written_at_an_offset_inside_a_disk_image() {
     f.read_exact_at(&mut bytes, offset).unwrap();
     std::fs::write(&part, &bytes).unwrap();
     check_image(&mut t, &part);
-    let img = imgbuild::ext4::reader::Ext4Image::open(Window::new(&f, offset, plan.size_bytes)).unwrap();
-    assert_eq!(img.digest().unwrap(), imgbuild::tree::tree_digest(&t).unwrap());
+    let img =
+        imgbuild::ext4::reader::Ext4Image::open(Window::new(&f, offset, plan.size_bytes)).unwrap();
+    assert_eq!(
+        img.digest().unwrap(),
+        imgbuild::tree::tree_digest(&t).unwrap()
+    );
 }

@@ -148,11 +148,23 @@ mod tests {
     fn node_order_and_counts() {
         assert!(nodes([(0, 12)].into_iter()).is_empty());
         let n = nodes([(0, 13)].into_iter());
-        assert_eq!(n, vec![Node { level: 1, first: 12 }]);
+        assert_eq!(
+            n,
+            vec![Node {
+                level: 1,
+                first: 12
+            }]
+        );
         // Into the double indirect range: IND, DIND, IND, IND.
         let n = nodes([(0, BASE_DIND + 2 * PER)].into_iter());
         assert_eq!(n.len(), 4);
-        assert_eq!(n[1], Node { level: 2, first: BASE_DIND });
+        assert_eq!(
+            n[1],
+            Node {
+                level: 2,
+                first: BASE_DIND
+            }
+        );
         // A hole skips the indirect blocks it would need.
         let n = nodes([(5, 1), (BASE_TIND + 7, 1)].into_iter());
         let levels: Vec<u8> = n.iter().map(|n| n.level).collect();
@@ -162,14 +174,28 @@ mod tests {
     #[test]
     fn pointers_reach_every_block() {
         let extents = [
-            Extent { logical: 0, start: 100, len: 20 },
-            Extent { logical: BASE_DIND + PER + 3, start: 5000, len: 2 },
-            Extent { logical: BASE_TIND, start: 9000, len: 1 },
+            Extent {
+                logical: 0,
+                start: 100,
+                len: 20,
+            },
+            Extent {
+                logical: BASE_DIND + PER + 3,
+                start: 5000,
+                len: 2,
+            },
+            Extent {
+                logical: BASE_TIND,
+                start: 9000,
+                len: 1,
+            },
         ];
         let list = nodes(extents.iter().map(|e| (e.logical, e.len)));
         let phys: Vec<u64> = (1..=list.len() as u64).map(|i| 70000 + i).collect();
         let (root, blocks) = encode(&extents, &phys);
-        let get = |blk: u32| -> &Vec<u8> { &blocks.iter().find(|(p, _)| *p == u64::from(blk)).unwrap().1 };
+        let get = |blk: u32| -> &Vec<u8> {
+            &blocks.iter().find(|(p, _)| *p == u64::from(blk)).unwrap().1
+        };
         assert_eq!(le32(&root, 0), 100);
         assert_eq!(le32(&root, 44), 111);
         let ind = get(le32(&root, 48));

@@ -136,12 +136,18 @@ pub fn collect(tree: &Tree, ext4: bool, timestamp: i64) -> Result<Collected, Ext
         let inode = tree.inode(id);
         if ino_of[id.index()] != 0 {
             if matches!(inode.kind, Kind::Directory(_)) {
-                return Err(unrepresentable(&path, "a directory appears under two names"));
+                return Err(unrepresentable(
+                    &path,
+                    "a directory appears under two names",
+                ));
             }
             let node = &mut nodes[node_of[id.index()] as usize];
             let links = u32::from(node.links) + 1;
             if links > LINK_MAX {
-                return Err(unrepresentable(&path, format!("more than {LINK_MAX} hard links")));
+                return Err(unrepresentable(
+                    &path,
+                    format!("more than {LINK_MAX} hard links"),
+                ));
             }
             node.links = links as u16;
             continue;
@@ -160,7 +166,13 @@ pub fn collect(tree: &Tree, ext4: bool, timestamp: i64) -> Result<Collected, Ext
         ino_of[id.index()] = ino;
         node_of[id.index()] = nodes.len() as u32;
         let mut node = make_node(tree, id, ino, parent, &path, ext4, added_lost_found)?;
-        place_xattrs(&mut node, &inode.meta, ext4, &mut xattr_index, &mut xattr_blocks)?;
+        place_xattrs(
+            &mut node,
+            &inode.meta,
+            ext4,
+            &mut xattr_index,
+            &mut xattr_blocks,
+        )?;
         nodes.push(node);
         if id == tree.root() && added_lost_found {
             let mut lf = lost_found_node(ext4);
@@ -215,7 +227,11 @@ pub fn device_i_block(major: u32, minor: u32) -> Option<[u8; 60]> {
     if major < 256 && minor < 256 {
         put32(&mut b, 0, (major << 8) | minor);
     } else if major < 4096 && minor < (1 << 20) {
-        put32(&mut b, 4, (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12));
+        put32(
+            &mut b,
+            4,
+            (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12),
+        );
     } else {
         return None;
     }
@@ -258,7 +274,13 @@ fn make_node(
             let links = if links > LINK_MAX && ext4 {
                 1
             } else if links > OLD_LINK_MAX && !ext4 {
-                return Err(unrepresentable(path, format!("{subdirs} subdirectories; ext2/ext3 allow {}", OLD_LINK_MAX - 2)));
+                return Err(unrepresentable(
+                    path,
+                    format!(
+                        "{subdirs} subdirectories; ext2/ext3 allow {}",
+                        OLD_LINK_MAX - 2
+                    ),
+                ));
             } else {
                 links
             };
@@ -267,7 +289,11 @@ fn make_node(
             if is_root && added_lost_found {
                 lens.push(b"lost+found".len());
             }
-            let min = if ino == LOST_FOUND_INO { LOST_FOUND_BLOCKS } else { 1 };
+            let min = if ino == LOST_FOUND_INO {
+                LOST_FOUND_BLOCKS
+            } else {
+                1
+            };
             let blocks = dir::block_count(lens.into_iter(), ext4, min);
             node.kind = NodeKind::Dir { parent };
             node.mode |= S_IFDIR;
@@ -285,14 +311,23 @@ fn make_node(
                 (u64::from(u32::MAX) / 8 - 1024) * BLOCK_SIZE
             };
             if data.size > max {
-                return Err(unrepresentable(path, format!("{} bytes is over the {max}-byte file size limit", data.size)));
+                return Err(unrepresentable(
+                    path,
+                    format!("{} bytes is over the {max}-byte file size limit", data.size),
+                ));
             }
         }
         Kind::Symlink(target) => {
             node.mode |= S_IFLNK;
             node.size = target.len() as u64;
             if target.is_empty() || target.len() >= BLOCK {
-                return Err(unrepresentable(path, format!("a symlink target of {} bytes (1 to 4095 allowed)", target.len())));
+                return Err(unrepresentable(
+                    path,
+                    format!(
+                        "a symlink target of {} bytes (1 to 4095 allowed)",
+                        target.len()
+                    ),
+                ));
             }
             if target.len() < 60 {
                 node.kind = NodeKind::FastSymlink;
@@ -305,7 +340,12 @@ fn make_node(
             let is_char = matches!(inode.kind, Kind::CharDevice { .. });
             node.mode |= if is_char { S_IFCHR } else { S_IFBLK };
             let i_block = device_i_block(*major, *minor).ok_or_else(|| {
-                unrepresentable(path, format!("device number {major}:{minor} does not fit (major < 4096, minor < 2^20)"))
+                unrepresentable(
+                    path,
+                    format!(
+                        "device number {major}:{minor} does not fit (major < 4096, minor < 2^20)"
+                    ),
+                )
             })?;
             node.kind = NodeKind::Special { i_block };
         }
@@ -354,7 +394,10 @@ fn place_xattrs(
         return Ok(());
     }
     if !xattr::fits_block(&rest) {
-        return Err(unrepresentable(&node.path, "its extended attributes do not fit in one 4 KiB block"));
+        return Err(unrepresentable(
+            &node.path,
+            "its extended attributes do not fit in one 4 KiB block",
+        ));
     }
     let bytes = xattr::encode_block(&rest);
     let slot = match index.get(&bytes) {
@@ -397,7 +440,10 @@ fn scan_files(tree: &Tree, nodes: &mut [Node], ext4: bool) -> Result<(), Ext4Err
     for (i, runs) in which.into_iter().zip(results) {
         let blocks: u64 = runs.iter().map(|r| r.1).sum();
         if !ext4 && blocks.saturating_mul(8) > u64::from(u32::MAX) {
-            return Err(unrepresentable(&nodes[i].path, "too many blocks for ext2/ext3"));
+            return Err(unrepresentable(
+                &nodes[i].path,
+                "too many blocks for ext2/ext3",
+            ));
         }
         nodes[i].demand = runs;
     }
@@ -431,12 +477,21 @@ mod tests {
         let names: Vec<(u32, &[u8])> = c.nodes.iter().map(|n| (n.ino, &*n.path)).collect();
         assert_eq!(
             names,
-            [(2, &b"/"[..]), (11, b"/lost+found"), (12, b"/a"), (13, b"/b"), (14, b"/b/x")]
+            [
+                (2, &b"/"[..]),
+                (11, b"/lost+found"),
+                (12, b"/a"),
+                (13, b"/b"),
+                (14, b"/b/x")
+            ]
         );
         assert!(c.added_lost_found);
         assert_eq!(c.nodes[0].links, 4);
         assert_eq!(c.nodes[4].links, 2);
-        assert!(c.nodes[2].demand.is_empty(), "all-zero file is one big hole");
+        assert!(
+            c.nodes[2].demand.is_empty(),
+            "all-zero file is one big hole"
+        );
         assert_eq!(c.nodes[4].demand, vec![(0, 1)]);
         assert_eq!(c.nodes[1].size, 4 * BLOCK_SIZE);
         assert_eq!(c.max_ino, 14);

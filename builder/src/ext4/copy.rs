@@ -87,11 +87,20 @@ fn open<'t>(tree: &'t Tree, plan: &Ext4Plan, node: usize) -> Result<Open<'t>, Ex
     let path = String::from_utf8_lossy(&n.path).into_owned();
     let data = match n.tree.map(|id| &tree.inode(id).kind) {
         Some(Kind::File(data)) if data.size == n.size => data,
-        _ => return Err(mismatch(format!("{path} is no longer a file of {} bytes", n.size))),
+        _ => {
+            return Err(mismatch(format!(
+                "{path} is no longer a file of {} bytes",
+                n.size
+            )))
+        }
     };
     let source = match &data.content {
         Content::Bytes(b) if b.len() as u64 == data.size => Source::Bytes(b),
-        Content::Bytes(_) => return Err(mismatch(format!("{path}: in-memory content changed length"))),
+        Content::Bytes(_) => {
+            return Err(mismatch(format!(
+                "{path}: in-memory content changed length"
+            )))
+        }
         Content::HostFile(host) => {
             let err = |source| ContentError {
                 path: host.display().to_string(),
@@ -102,7 +111,10 @@ fn open<'t>(tree: &'t Tree, plan: &Ext4Plan, node: usize) -> Result<Open<'t>, Ex
             if len != data.size {
                 return Err(ContentError {
                     path: host.display().to_string(),
-                    source: io::Error::new(io::ErrorKind::InvalidData, "its size changed since the tree was assembled"),
+                    source: io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "its size changed since the tree was assembled",
+                    ),
                 }
                 .into());
             }
@@ -148,7 +160,9 @@ pub fn copy_data(
             if current.as_ref().map(|o| o.node) != Some(p.node) {
                 current = Some(open(tree, plan, p.node)?);
             }
-            let Some(src) = current.as_ref() else { continue };
+            let Some(src) = current.as_ref() else {
+                continue;
+            };
             let start = p.logical * BLOCK_SIZE;
             let span = p.len * BLOCK_SIZE;
             let want = span.min(src.size.saturating_sub(start));
@@ -157,11 +171,13 @@ pub fn copy_data(
                 // The end of the file's last block must read as zeros.
                 let zeros = vec![0u8; (span - want) as usize];
                 let at = out.offset + p.phys * BLOCK_SIZE + want;
-                out.file.write_all_at(&zeros, at).map_err(|source| Ext4Error::Io {
-                    image: out.name.clone(),
-                    offset: at,
-                    source,
-                })?;
+                out.file
+                    .write_all_at(&zeros, at)
+                    .map_err(|source| Ext4Error::Io {
+                        image: out.name.clone(),
+                        offset: at,
+                        source,
+                    })?;
             }
             bytes += want;
         }
@@ -205,7 +221,13 @@ fn copy_piece(
     };
     let mut done = 0u64;
     while *kernel_copy && done < len {
-        match copy_file_range(file, base + start + done, out.file, dst_at + done, len - done) {
+        match copy_file_range(
+            file,
+            base + start + done,
+            out.file,
+            dst_at + done,
+            len - done,
+        ) {
             Ok(0) => {
                 return Err(io_in(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -213,7 +235,19 @@ fn copy_piece(
                 )))
             }
             Ok(n) => done += n,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP | libc::EBADF | libc::ETXTBSY)) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(
+                        libc::EXDEV
+                            | libc::EINVAL
+                            | libc::ENOSYS
+                            | libc::EOPNOTSUPP
+                            | libc::EBADF
+                            | libc::ETXTBSY
+                    )
+                ) =>
+            {
                 *kernel_copy = false;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -224,10 +258,14 @@ fn copy_piece(
         buf.resize(BUFFER, 0);
     }
     while done < len {
-        let n = ((len - done) as usize).min(buf.len()).next_multiple_of(BLOCK).min(buf.len());
+        let n = ((len - done) as usize)
+            .min(buf.len())
+            .next_multiple_of(BLOCK)
+            .min(buf.len());
         let n = n.min((len - done) as usize);
         let chunk = &mut buf[..n];
-        file.read_exact_at(chunk, base + start + done).map_err(io_in)?;
+        file.read_exact_at(chunk, base + start + done)
+            .map_err(io_in)?;
         out.file
             .write_all_at(chunk, dst_at + done)
             .map_err(|e| io_out(dst_at + done, e))?;
@@ -237,12 +275,21 @@ fn copy_piece(
 }
 
 fn copy_file_range(src: &File, src_at: u64, dst: &File, dst_at: u64, len: u64) -> io::Result<u64> {
-    let mut off_in = i64::try_from(src_at).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let mut off_out = i64::try_from(dst_at).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut off_in =
+        i64::try_from(src_at).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut off_out =
+        i64::try_from(dst_at).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let len = usize::try_from(len.min(1 << 30)).unwrap_or(1 << 30);
     // SAFETY: both descriptors are open for the call; the offsets are valid pointers to locals.
     let r = unsafe {
-        libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), &mut off_out, len, 0)
+        libc::copy_file_range(
+            src.as_raw_fd(),
+            &mut off_in,
+            dst.as_raw_fd(),
+            &mut off_out,
+            len,
+            0,
+        )
     };
     if r < 0 {
         Err(io::Error::last_os_error())

@@ -130,7 +130,9 @@ mod tests {
 
     #[test]
     fn packs_many_entries_and_counts_match() {
-        let names: Vec<Vec<u8>> = (0..2000).map(|i| format!("file-{i:05}").into_bytes()).collect();
+        let names: Vec<Vec<u8>> = (0..2000)
+            .map(|i| format!("file-{i:05}").into_bytes())
+            .collect();
         for csum in [None, Some(5)] {
             let entries = names.iter().enumerate().map(|(i, n)| DirEntry {
                 ino: 12 + i as u32,
@@ -158,8 +160,16 @@ mod tests {
     #[test]
     fn pads_to_min_blocks_with_empty_blocks() {
         let dots = [
-            DirEntry { ino: 11, name: b".", file_type: 2 },
-            DirEntry { ino: 2, name: b"..", file_type: 2 },
+            DirEntry {
+                ino: 11,
+                name: b".",
+                file_type: 2,
+            },
+            DirEntry {
+                ino: 2,
+                name: b"..",
+                file_type: 2,
+            },
         ];
         let mut out = Vec::new();
         encode(dots.iter().copied(), None, 4, &mut out);

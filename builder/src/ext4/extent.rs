@@ -138,7 +138,11 @@ mod tests {
     #[test]
     fn two_level_tree_points_at_its_blocks() {
         let extents: Vec<Extent> = (0..2000u64)
-            .map(|i| Extent { logical: i * 2, start: 1000 + i * 3, len: 1 })
+            .map(|i| Extent {
+                logical: i * 2,
+                start: 1000 + i * 3,
+                len: 1,
+            })
             .collect();
         let (n, depth) = tree_shape(extents.len());
         assert_eq!((n, depth), (7, 2));

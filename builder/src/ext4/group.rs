@@ -139,8 +139,15 @@ mod tests {
 
     #[test]
     fn descriptor_checksum_covers_the_group_number() {
-        let meta = GroupMeta { block_bitmap: 2, inode_bitmap: 3, inode_table: 4 };
-        let counts = GroupCounts { free_blocks: 10, ..Default::default() };
+        let meta = GroupMeta {
+            block_bitmap: 2,
+            inode_bitmap: 3,
+            inode_table: 4,
+        };
+        let counts = GroupCounts {
+            free_blocks: 10,
+            ..Default::default()
+        };
         let mut a = [0u8; 32];
         let mut b = [0u8; 32];
         encode_desc(&mut a, &meta, &counts, Some((1, 0, 0, 0)));

@@ -111,11 +111,20 @@ mod tests {
 
     #[test]
     fn times_round_trip_with_epochs_and_clamp() {
-        for t in [0i64, -1, 1_700_000_000, i64::from(i32::MAX) + 10, 1i64 << 33] {
+        for t in [
+            0i64,
+            -1,
+            1_700_000_000,
+            i64::from(i32::MAX) + 10,
+            1i64 << 33,
+        ] {
             let (lo, ex) = encode_time(t, true);
             assert_eq!(decode_time(lo, ex), t);
         }
-        assert_eq!(decode_time(encode_time(i64::MAX, true).0, encode_time(i64::MAX, true).1), i64::from(i32::MAX) + (3i64 << 32));
+        assert_eq!(
+            decode_time(encode_time(i64::MAX, true).0, encode_time(i64::MAX, true).1),
+            i64::from(i32::MAX) + (3i64 << 32)
+        );
         assert_eq!(encode_time(1i64 << 40, false), (i32::MAX as u32, 0));
     }
 
@@ -135,7 +144,10 @@ mod tests {
         };
         let mut buf = vec![0u8; 256];
         encode(&rec, &mut buf, Some((42, 12)), &[]);
-        assert_eq!(u32::from(le16(&buf, 2)) | u32::from(le16(&buf, 0x78)) << 16, 70000);
+        assert_eq!(
+            u32::from(le16(&buf, 2)) | u32::from(le16(&buf, 0x78)) << 16,
+            70000
+        );
         assert_eq!(le16(&buf, 0x7A), 1);
         assert_eq!(le32(&buf, 0x6C), 5);
         let stored = u32::from(le16(&buf, 0x7C)) | u32::from(le16(&buf, 0x82)) << 16;

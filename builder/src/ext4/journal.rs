@@ -42,7 +42,10 @@ mod tests {
     fn layout_and_checksum() {
         let sb = superblock(4096, &[7; 16], true, false);
         assert_eq!(&sb[..4], &[0xC0, 0x3B, 0x39, 0x98]);
-        assert_eq!(u32::from_be_bytes([sb[0x10], sb[0x11], sb[0x12], sb[0x13]]), 4096);
+        assert_eq!(
+            u32::from_be_bytes([sb[0x10], sb[0x11], sb[0x12], sb[0x13]]),
+            4096
+        );
         let stored = u32::from_be_bytes([sb[0xFC], sb[0xFD], sb[0xFE], sb[0xFF]]);
         let mut copy = sb[..1024].to_vec();
         copy[0xFC..0x100].fill(0);

@@ -66,7 +66,11 @@ pub struct Geometry {
 impl Geometry {
     /// Lays out `blocks` blocks with at least `inodes` inodes.
     pub fn new(ext4: bool, blocks: u64, inodes: u64) -> Result<Geometry, GeometryError> {
-        let limit = if ext4 { MAX_BLOCKS } else { u64::from(u32::MAX) };
+        let limit = if ext4 {
+            MAX_BLOCKS
+        } else {
+            u64::from(u32::MAX)
+        };
         if blocks > limit {
             return Err(GeometryError::TooLarge);
         }
@@ -342,7 +346,10 @@ mod tests {
             Geometry::new(false, BLOCKS_PER_GROUP + 100, 2 * 32768).err(),
             Some(GeometryError::NoRoom)
         );
-        assert_eq!(Geometry::new(false, 1 << 33, 10).err(), Some(GeometryError::TooLarge));
+        assert_eq!(
+            Geometry::new(false, 1 << 33, 10).err(),
+            Some(GeometryError::TooLarge)
+        );
         let big = Geometry::new(true, 1 << 33, 10).unwrap();
         assert!(big.is_64bit);
         assert_eq!(big.desc_size, 64);

@@ -132,21 +132,34 @@ pub fn plan(tree: &Tree, params: &Ext4Params) -> Result<Ext4Plan, Ext4Error> {
 
 fn check_params(p: &Ext4Params) -> Result<(), Ext4Error> {
     if p.label.len() > 16 {
-        return Err(Ext4Error::BadParam(format!("label {:?} is longer than 16 bytes", p.label)));
+        return Err(Ext4Error::BadParam(format!(
+            "label {:?} is longer than 16 bytes",
+            p.label
+        )));
     }
     if p.inode_ratio < 1024 || p.inode_ratio > (1 << 26) {
-        return Err(Ext4Error::BadParam(format!("inode_ratio {} is outside 1024..=64M", p.inode_ratio)));
+        return Err(Ext4Error::BadParam(format!(
+            "inode_ratio {} is outside 1024..=64M",
+            p.inode_ratio
+        )));
     }
     if !(0.0..=50.0).contains(&p.reserved_percent) {
-        return Err(Ext4Error::BadParam(format!("reserved_percent {} is outside 0..=50", p.reserved_percent)));
+        return Err(Ext4Error::BadParam(format!(
+            "reserved_percent {} is outside 0..=50",
+            p.reserved_percent
+        )));
     }
     if let Some(j) = p.journal_size {
         if p.fs_type == FsType::Ext2 {
-            return Err(Ext4Error::BadParam("ext2 has no journal; journal_size must not be set".into()));
+            return Err(Ext4Error::BadParam(
+                "ext2 has no journal; journal_size must not be set".into(),
+            ));
         }
         let blocks = j.div_ceil(BLOCK_SIZE);
         if !(1024..=10_240_000).contains(&blocks) {
-            return Err(Ext4Error::BadParam(format!("journal size {j} is outside 4 MiB..=40000 MiB")));
+            return Err(Ext4Error::BadParam(format!(
+                "journal size {j} is outside 4 MiB..=40000 MiB"
+            )));
         }
     }
     Ok(())
@@ -200,7 +213,9 @@ fn auto_size(c: &Collected, params: &Ext4Params, free: FreeSpace) -> Result<Layo
         };
         let layout = allocate(geo, c, journal_blocks(params, blocks))?;
         let used = layout.used_count;
-        let extra = free.bytes_for(used.saturating_mul(BLOCK_SIZE)).div_ceil(BLOCK_SIZE);
+        let extra = free
+            .bytes_for(used.saturating_mul(BLOCK_SIZE))
+            .div_ceil(BLOCK_SIZE);
         let target = used
             .saturating_add(extra)
             .max(min_blocks(journaled))
@@ -385,7 +400,11 @@ mod tests {
             b"big",
             Inode::new(
                 Meta::root(0o644, 0),
-                Kind::File(FileData { size: data.len() as u64, content: Content::Bytes(data), sha256: None }),
+                Kind::File(FileData {
+                    size: data.len() as u64,
+                    content: Content::Bytes(data),
+                    sha256: None,
+                }),
             ),
         )
         .unwrap();
@@ -398,7 +417,11 @@ mod tests {
             let t = tree_with_mib(40);
             let p = plan(&t, &params(fs, SizeSpec::Auto)).unwrap();
             let free = p.blocks - p.used_blocks;
-            assert!(free * 4 >= p.used_blocks, "{fs:?}: {free} free of {}", p.blocks);
+            assert!(
+                free * 4 >= p.used_blocks,
+                "{fs:?}: {free} free of {}",
+                p.blocks
+            );
             assert!(p.used_blocks >= 10240);
             assert_eq!(p.size_bytes, p.blocks * 4096);
             // Deterministic.
@@ -410,14 +433,23 @@ mod tests {
     #[test]
     fn fixed_too_small_names_the_needed_size() {
         let t = tree_with_mib(40);
-        let err = plan(&t, &params(FsType::Ext4, SizeSpec::Fixed(ByteSize(20 << 20)))).unwrap_err();
+        let err = plan(
+            &t,
+            &params(FsType::Ext4, SizeSpec::Fixed(ByteSize(20 << 20))),
+        )
+        .unwrap_err();
         match err {
             Ext4Error::TooSmall { needed, given } => {
                 assert_eq!(given, 20 << 20);
                 assert!(needed > 40 << 20 && needed < 60 << 20, "{needed}");
-                let ok = plan(&t, &params(FsType::Ext4, SizeSpec::Fixed(ByteSize(needed)))).unwrap();
+                let ok =
+                    plan(&t, &params(FsType::Ext4, SizeSpec::Fixed(ByteSize(needed)))).unwrap();
                 assert_eq!(ok.size_bytes, needed);
-                assert!(plan(&t, &params(FsType::Ext4, SizeSpec::Fixed(ByteSize(needed - 4096)))).is_err());
+                assert!(plan(
+                    &t,
+                    &params(FsType::Ext4, SizeSpec::Fixed(ByteSize(needed - 4096)))
+                )
+                .is_err());
             }
             other => panic!("{other}"),
         }
@@ -426,10 +458,18 @@ mod tests {
     #[test]
     fn fixed_size_drops_a_tiny_last_group_and_respects_ratio() {
         let t = tree_with_mib(1);
-        let p = plan(&t, &params(FsType::Ext3, SizeSpec::Fixed(ByteSize((32768 + 10) * 4096)))).unwrap();
+        let p = plan(
+            &t,
+            &params(FsType::Ext3, SizeSpec::Fixed(ByteSize((32768 + 10) * 4096))),
+        )
+        .unwrap();
         assert_eq!(p.blocks, 32768);
         assert_eq!(p.inodes, 8192);
-        let p = plan(&t, &params(FsType::Ext4, SizeSpec::Fixed(ByteSize(1 << 30)))).unwrap();
+        let p = plan(
+            &t,
+            &params(FsType::Ext4, SizeSpec::Fixed(ByteSize(1 << 30))),
+        )
+        .unwrap();
         assert_eq!(p.inodes, 65536);
         assert_eq!(p.journal_blocks, 16384 / 2);
     }

@@ -133,7 +133,11 @@ mod tests {
         data[4 * BLOCK] = 1;
         data[10 * BLOCK + 99] = 1;
         let c = Content::Bytes(Arc::from(data.as_slice()));
-        let job = ScanJob { content: &c, size: data.len() as u64, path: "/x".into() };
+        let job = ScanJob {
+            content: &c,
+            size: data.len() as u64,
+            path: "/x".into(),
+        };
         let runs = scan_one(&job, &mut vec![0u8; 2 * BLOCK]).unwrap();
         assert_eq!(runs, vec![(0, 2), (4, 1), (10, 1)]);
     }
@@ -152,8 +156,16 @@ mod tests {
         body[..5].copy_from_slice(b"start");
         g.write_all(&body).unwrap();
         let jobs = [
-            ScanJob { content: &Content::HostFile(Arc::from(sparse.as_path())), size: 3 << 30, path: "s".into() },
-            ScanJob { content: &Content::HostFile(Arc::from(dense.as_path())), size: 3 * BLOCK as u64, path: "d".into() },
+            ScanJob {
+                content: &Content::HostFile(Arc::from(sparse.as_path())),
+                size: 3 << 30,
+                path: "s".into(),
+            },
+            ScanJob {
+                content: &Content::HostFile(Arc::from(dense.as_path())),
+                size: 3 * BLOCK as u64,
+                path: "d".into(),
+            },
         ];
         let runs = scan_all(&jobs).unwrap();
         assert_eq!(runs[0], vec![(0, 1), ((3 << 30) / BLOCK_SIZE - 1, 1)]);

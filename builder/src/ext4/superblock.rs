@@ -26,7 +26,11 @@ pub fn features(fs: FsType, is_64bit: bool) -> (u32, u32, u32) {
             INCOMPAT_FILETYPE,
             base_ro,
         ),
-        FsType::Ext2 => (COMPAT_EXT_ATTR | COMPAT_DIR_INDEX, INCOMPAT_FILETYPE, base_ro),
+        FsType::Ext2 => (
+            COMPAT_EXT_ATTR | COMPAT_DIR_INDEX,
+            INCOMPAT_FILETYPE,
+            base_ro,
+        ),
     }
 }
 

@@ -52,11 +52,13 @@ impl Output<'_> {
     /// Writes `data` at filesystem block `block`.
     pub fn pwrite(&self, block: u64, data: &[u8]) -> Result<(), Ext4Error> {
         let at = self.offset + block * BLOCK_SIZE;
-        self.file.write_all_at(data, at).map_err(|source| Ext4Error::Io {
-            image: self.name.clone(),
-            offset: at,
-            source,
-        })
+        self.file
+            .write_all_at(data, at)
+            .map_err(|source| Ext4Error::Io {
+                image: self.name.clone(),
+                offset: at,
+                source,
+            })
     }
 }
 
@@ -173,7 +175,8 @@ pub fn write(
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 s.spawn(|| {
-                    let r = copy::copy_data(tree, plan, &out, &cursor, &abort, &data_bytes, progress);
+                    let r =
+                        copy::copy_data(tree, plan, &out, &cursor, &abort, &data_bytes, progress);
                     if r.is_err() {
                         abort.store(true, Ordering::Relaxed);
                     }
@@ -267,7 +270,12 @@ fn write_metadata(tree: &Tree, plan: &Ext4Plan, out: &Output<'_>) -> Result<(), 
     if let Some((rec, _)) = &journal_i_block {
         let (g, at) = slot(&mut tables, JOURNAL_INO);
         if let Some(t) = tables.get_mut(&g) {
-            inode::encode(rec, &mut t[at..at + isz], seed.map(|s| (s, JOURNAL_INO)), &[]);
+            inode::encode(
+                rec,
+                &mut t[at..at + isz],
+                seed.map(|s| (s, JOURNAL_INO)),
+                &[],
+            );
         }
     }
     for idx in 0..plan.collected.nodes.len() {
@@ -382,7 +390,10 @@ impl MetaWriter<'_> {
         let iseed = self.seed.map(|s| inode_seed(s, node.ino, 0));
         let (inline, rest) = split_xattrs(meta, &node.path, ext4)?;
         if rest.is_empty() != node.xattr_block.is_none() {
-            return Err(mismatch(format!("{}: extended attributes changed", String::from_utf8_lossy(&node.path))));
+            return Err(mismatch(format!(
+                "{}: extended attributes changed",
+                String::from_utf8_lossy(&node.path)
+            )));
         }
         let mut file_acl = 0;
         if let Some(x) = node.xattr_block {
@@ -416,15 +427,23 @@ impl MetaWriter<'_> {
                     let data = self.content_of(idx, iseed)?;
                     let planned: u64 = alloc.extents.iter().map(|e| e.len).sum();
                     if data.len() as u64 != planned * BLOCK_SIZE {
-                        return Err(mismatch(format!("{} changed size", String::from_utf8_lossy(&node.path))));
+                        return Err(mismatch(format!(
+                            "{} changed size",
+                            String::from_utf8_lossy(&node.path)
+                        )));
                     }
                     for e in &alloc.extents {
                         let s = (e.logical * BLOCK_SIZE) as usize;
-                        self.small.put(e.start, &data[s..s + (e.len * BLOCK_SIZE) as usize])?;
+                        self.small
+                            .put(e.start, &data[s..s + (e.len * BLOCK_SIZE) as usize])?;
                     }
                 }
                 if ext4 {
-                    let w = if node.kind == NodeKind::File { &mut self.trees } else { &mut self.small };
+                    let w = if node.kind == NodeKind::File {
+                        &mut self.trees
+                    } else {
+                        &mut self.small
+                    };
                     for (b, data) in &tree_blocks {
                         w.put(*b, data)?;
                     }
@@ -473,28 +492,59 @@ impl MetaWriter<'_> {
                 let entries: &BTreeMap<Box<[u8]>, InodeId> = match kind {
                     Some(Kind::Directory(e)) => e,
                     None => &empty,
-                    Some(_) => return Err(mismatch(format!("{} is no longer a directory", shown()))),
+                    Some(_) => {
+                        return Err(mismatch(format!("{} is no longer a directory", shown())))
+                    }
                 };
                 let mut list: Vec<DirEntry<'_>> = Vec::with_capacity(entries.len() + 3);
-                list.push(DirEntry { ino: node.ino, name: b".", file_type: FT_DIR });
-                list.push(DirEntry { ino: *parent, name: b"..", file_type: FT_DIR });
+                list.push(DirEntry {
+                    ino: node.ino,
+                    name: b".",
+                    file_type: FT_DIR,
+                });
+                list.push(DirEntry {
+                    ino: *parent,
+                    name: b"..",
+                    file_type: FT_DIR,
+                });
                 let add_lf = node.ino == ROOT_INO && plan.collected.added_lost_found;
                 let mut lf_done = !add_lf;
                 for (name, child) in entries {
-                    if !lf_done && &**name > &b"lost+found"[..] {
-                        list.push(DirEntry { ino: LOST_FOUND_INO, name: b"lost+found", file_type: FT_DIR });
+                    if !lf_done && **name > b"lost+found"[..] {
+                        list.push(DirEntry {
+                            ino: LOST_FOUND_INO,
+                            name: b"lost+found",
+                            file_type: FT_DIR,
+                        });
                         lf_done = true;
                     }
-                    let ino = plan.collected.ino_of.get(child.index()).copied().unwrap_or(0);
+                    let ino = plan
+                        .collected
+                        .ino_of
+                        .get(child.index())
+                        .copied()
+                        .unwrap_or(0);
                     if ino == 0 {
                         return Err(mismatch(format!("{} has a new entry", shown())));
                     }
-                    list.push(DirEntry { ino, name, file_type: file_type(&self.tree.inode(*child).kind) });
+                    list.push(DirEntry {
+                        ino,
+                        name,
+                        file_type: file_type(&self.tree.inode(*child).kind),
+                    });
                 }
                 if !lf_done {
-                    list.push(DirEntry { ino: LOST_FOUND_INO, name: b"lost+found", file_type: FT_DIR });
+                    list.push(DirEntry {
+                        ino: LOST_FOUND_INO,
+                        name: b"lost+found",
+                        file_type: FT_DIR,
+                    });
                 }
-                let min = if node.ino == LOST_FOUND_INO { LOST_FOUND_BLOCKS } else { 1 };
+                let min = if node.ino == LOST_FOUND_INO {
+                    LOST_FOUND_BLOCKS
+                } else {
+                    1
+                };
                 dir::encode(list.into_iter(), iseed, min, &mut data);
             }
             _ => return Err(mismatch(format!("{} changed type", shown()))),
@@ -537,13 +587,19 @@ fn write_groups(
         w.put(geo.meta[g as usize].block_bitmap, &bm)?;
     }
     for g in 0..geo.groups {
-        let used = max_ino.saturating_sub(g * u64::from(ipg)).min(u64::from(ipg)) as u32;
+        let used = max_ino
+            .saturating_sub(g * u64::from(ipg))
+            .min(u64::from(ipg)) as u32;
         let bm = group::inode_bitmap(used, ipg);
         let c = &mut counts[g as usize];
         c.free_inodes = ipg - used;
         if ext4 {
             c.itable_unused = ipg - used;
-            c.flags = if used == 0 { BG_INODE_UNINIT } else { BG_INODE_ZEROED };
+            c.flags = if used == 0 {
+                BG_INODE_UNINIT
+            } else {
+                BG_INODE_ZEROED
+            };
         }
         if let Some(s) = seed {
             ib_csums[g as usize] = group::inode_bitmap_csum(s, &bm, ipg);
@@ -555,7 +611,12 @@ fn write_groups(
     let mut gdt = vec![0u8; (geo.gdt_blocks as usize) * BLOCK];
     for g in 0..geo.groups as usize {
         let csum = seed.map(|s| (s, g as u32, bb_csums[g], ib_csums[g]));
-        group::encode_desc(&mut gdt[g * ds..(g + 1) * ds], &geo.meta[g], &counts[g], csum);
+        group::encode_desc(
+            &mut gdt[g * ds..(g + 1) * ds],
+            &geo.meta[g],
+            &counts[g],
+            csum,
+        );
     }
     let free_blocks: u64 = counts.iter().map(|c| u64::from(c.free_blocks)).sum();
     let free_inodes: u64 = counts.iter().map(|c| u64::from(c.free_inodes)).sum();
@@ -577,7 +638,11 @@ fn write_groups(
         }
         let sb = superblock::encode(&info, g);
         let mut first = vec![0u8; BLOCK];
-        let at = if g == 0 { SUPERBLOCK_OFFSET as usize } else { 0 };
+        let at = if g == 0 {
+            SUPERBLOCK_OFFSET as usize
+        } else {
+            0
+        };
         first[at..at + 1024].copy_from_slice(&sb);
         let start = geo.group_start(g);
         w.put(start, &first)?;

@@ -343,7 +343,13 @@ mod tests {
 
     #[test]
     fn prefixes_and_acl_round_trip() {
-        let acl = acl_xattr(&[(1, 7, u32::MAX), (2, 5, 1000), (4, 5, u32::MAX), (0x10, 5, u32::MAX), (0x20, 4, u32::MAX)]);
+        let acl = acl_xattr(&[
+            (1, 7, u32::MAX),
+            (2, 5, 1000),
+            (4, 5, u32::MAX),
+            (0x10, 5, u32::MAX),
+            (0x20, 4, u32::MAX),
+        ]);
         let d = to_disk(b"system.posix_acl_access", &acl).unwrap();
         assert_eq!((d.index, d.name.as_slice()), (2, &b""[..]));
         assert_eq!(d.value.len(), 4 + 4 + 8 + 4 + 4 + 4);
@@ -364,7 +370,10 @@ mod tests {
     fn inline_split_and_block_layout() {
         let list = disk_list(&[
             (b"user.b".to_vec(), vec![1u8; 40]),
-            (b"security.selinux".to_vec(), b"system_u:object_r:bin_t:s0\0".to_vec()),
+            (
+                b"security.selinux".to_vec(),
+                b"system_u:object_r:bin_t:s0\0".to_vec(),
+            ),
             (b"user.a".to_vec(), vec![2u8; 3]),
         ])
         .unwrap();

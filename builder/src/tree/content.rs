@@ -250,7 +250,7 @@ mod tests {
         r.read_exact_at(&mut buf, 0).unwrap();
         assert_eq!(&buf, b"DATA");
         let ranges = r.data_ranges().unwrap();
-        assert!(ranges.len() >= 1);
+        assert!(!ranges.is_empty());
         assert_eq!(ranges[0].0, 0);
         assert_eq!(ranges.last().unwrap().1, r.len());
         assert!(r.read_exact_at(&mut buf, r.len() - 2).is_err());

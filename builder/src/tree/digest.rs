@@ -30,7 +30,7 @@ pub fn hash_contents(tree: &mut Tree, progress: &(dyn Fn(u64) + Sync)) -> Result
         }
     }
     // Largest first, so one big file does not end up last on one thread.
-    work.sort_by(|a, b| b.2.cmp(&a.2));
+    work.sort_by_key(|w| std::cmp::Reverse(w.2));
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)

@@ -84,7 +84,11 @@ pub fn write_image(tree: &Tree, p: &Ext4Params, dir: &Path, name: &str) -> (Ext4
 
 /// Runs `e2fsck -fn` and asserts a clean result.
 pub fn e2fsck(path: &Path) {
-    let out = Command::new("e2fsck").arg("-fn").arg(path).output().unwrap();
+    let out = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(path)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "e2fsck -fn {} failed ({}):\n{}\n{}",
@@ -97,8 +101,17 @@ pub fn e2fsck(path: &Path) {
 
 /// Output of `debugfs -R CMD`.
 pub fn debugfs(path: &Path, cmd: &str) -> String {
-    let out = Command::new("debugfs").arg("-R").arg(cmd).arg(path).output().unwrap();
-    assert!(out.status.success(), "debugfs {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("debugfs")
+        .arg("-R")
+        .arg(cmd)
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "debugfs {cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -134,7 +147,9 @@ pub fn debugfs_sha256(image: &Path, path: &[u8]) -> [u8; 32] {
 }
 
 /// Every entry of the image as ext4-view lists it (recursive read_dir), by path.
-fn ext4_view_listing(fs: &ext4_view::Ext4) -> std::collections::HashMap<Vec<u8>, ext4_view::Metadata> {
+fn ext4_view_listing(
+    fs: &ext4_view::Ext4,
+) -> std::collections::HashMap<Vec<u8>, ext4_view::Metadata> {
     let mut out = std::collections::HashMap::new();
     out.insert(b"/".to_vec(), fs.metadata("/").unwrap());
     let mut stack = vec![b"/".to_vec()];
@@ -178,7 +193,10 @@ pub fn check_image(tree: &mut Tree, path: &Path) {
         .filter(|(p, _)| !imgbuild_init::digest::is_excluded(p))
         .collect();
     assert_eq!(
-        listing.keys().filter(|p| !imgbuild_init::digest::is_excluded(p)).count(),
+        listing
+            .keys()
+            .filter(|p| !imgbuild_init::digest::is_excluded(p))
+            .count(),
         entries.len(),
         "number of entries"
     );
@@ -186,7 +204,9 @@ pub fn check_image(tree: &mut Tree, path: &Path) {
     for (i, (p, id)) in entries.iter().enumerate() {
         let shown = String::from_utf8_lossy(p).into_owned();
         let inode = tree.inode(*id);
-        let md = listing.get(p).unwrap_or_else(|| panic!("{shown} missing for ext4-view"));
+        let md = listing
+            .get(p)
+            .unwrap_or_else(|| panic!("{shown} missing for ext4-view"));
         assert_eq!(md.mode() & 0o7777, inode.meta.mode, "{shown} mode");
         assert_eq!(md.uid(), inode.meta.uid, "{shown} uid");
         assert_eq!(md.gid(), inode.meta.gid, "{shown} gid");
@@ -213,14 +233,22 @@ pub fn check_image(tree: &mut Tree, path: &Path) {
                             }
                         }
                     }
-                    let got: [u8; 32] = if failed { debugfs_sha256(path, p) } else { h.finalize().into() };
+                    let got: [u8; 32] = if failed {
+                        debugfs_sha256(path, p)
+                    } else {
+                        h.finalize().into()
+                    };
                     assert_eq!(Some(got), data.sha256, "{shown} content");
                 }
             }
             Kind::Symlink(target) => {
                 assert!(ft.is_symlink(), "{shown}");
                 if deep {
-                    assert_eq!(fs.read_link(p.as_slice()).unwrap().as_ref(), &**target, "{shown} target");
+                    assert_eq!(
+                        fs.read_link(p.as_slice()).unwrap().as_ref(),
+                        &**target,
+                        "{shown} target"
+                    );
                 }
             }
             Kind::CharDevice { .. } => assert!(ft.is_char_dev(), "{shown}"),

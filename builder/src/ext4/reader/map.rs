@@ -37,15 +37,28 @@ struct Mapper<'a, R: ReadAt> {
 impl<R: ReadAt> Mapper<'_, R> {
     fn push(&mut self, logical: u64, phys: u64, len: u64, at: u64) -> Result<(), Ext4ReadError> {
         let sb = self.img.superblock();
-        if phys == 0 || phys.checked_add(len).map_or(true, |end| end > sb.blocks_count) {
+        if phys == 0
+            || phys
+                .checked_add(len)
+                .map_or(true, |end| end > sb.blocks_count)
+        {
             return Err(corrupt(
-                format!("inode {} maps blocks {phys}+{len} outside the filesystem", self.inode.ino),
+                format!(
+                    "inode {} maps blocks {phys}+{len} outside the filesystem",
+                    self.inode.ino
+                ),
                 at,
             ));
         }
         if let Some(last) = self.runs.last_mut() {
             if logical < last.logical + last.len {
-                return Err(corrupt(format!("inode {} maps logical block {logical} twice or out of order", self.inode.ino), at));
+                return Err(corrupt(
+                    format!(
+                        "inode {} maps logical block {logical} twice or out of order",
+                        self.inode.ino
+                    ),
+                    at,
+                ));
             }
             if last.logical + last.len == logical && last.phys + last.len == phys {
                 last.len += len;
@@ -53,7 +66,11 @@ impl<R: ReadAt> Mapper<'_, R> {
             }
         }
         if self.runs.len() >= self.img.limits().max_runs {
-            return Err(Ext4ReadError::Limit(format!("inode {} has more than {} extents", self.inode.ino, self.img.limits().max_runs)));
+            return Err(Ext4ReadError::Limit(format!(
+                "inode {} has more than {} extents",
+                self.inode.ino,
+                self.img.limits().max_runs
+            )));
         }
         self.runs.push(Run { logical, phys, len });
         Ok(())
@@ -62,11 +79,20 @@ impl<R: ReadAt> Mapper<'_, R> {
     fn read_block(&mut self, block: u64, at: u64) -> Result<Vec<u8>, Ext4ReadError> {
         let sb = self.img.superblock();
         if block == 0 || block >= sb.blocks_count {
-            return Err(corrupt(format!("inode {} points to block {block} outside the filesystem", self.inode.ino), at));
+            return Err(corrupt(
+                format!(
+                    "inode {} points to block {block} outside the filesystem",
+                    self.inode.ino
+                ),
+                at,
+            ));
         }
         self.nodes += 1;
         if self.nodes > self.img.limits().max_runs {
-            return Err(Ext4ReadError::Limit(format!("inode {} has too many mapping blocks", self.inode.ino)));
+            return Err(Ext4ReadError::Limit(format!(
+                "inode {} has too many mapping blocks",
+                self.inode.ino
+            )));
         }
         let mut buf = vec![0u8; sb.block_size as usize];
         self.img.read_at(&mut buf, block * sb.block_size)?;
@@ -74,7 +100,13 @@ impl<R: ReadAt> Mapper<'_, R> {
     }
 
     /// One extent tree node (`buf` holds it, `cap` entries fit) at `depth`.
-    fn extent_node(&mut self, buf: &[u8], cap: usize, depth: Option<u16>, at: u64) -> Result<(), Ext4ReadError> {
+    fn extent_node(
+        &mut self,
+        buf: &[u8],
+        cap: usize,
+        depth: Option<u16>,
+        at: u64,
+    ) -> Result<(), Ext4ReadError> {
         let ino = self.inode.ino;
         if le16(buf, 0) != EXTENT_MAGIC {
             return Err(corrupt(format!("inode {ino}: bad extent header magic"), at));
@@ -82,8 +114,12 @@ impl<R: ReadAt> Mapper<'_, R> {
         let entries = usize::from(le16(buf, 2));
         let max = usize::from(le16(buf, 4));
         let d = le16(buf, 6);
-        if max > cap || entries > max || d > MAX_EXTENT_DEPTH || depth.is_some_and(|want| want != d) {
-            return Err(corrupt(format!("inode {ino}: extent header entries {entries}, max {max}, depth {d}"), at));
+        if max > cap || entries > max || d > MAX_EXTENT_DEPTH || depth.is_some_and(|want| want != d)
+        {
+            return Err(corrupt(
+                format!("inode {ino}: extent header entries {entries}, max {max}, depth {d}"),
+                at,
+            ));
         }
         for i in 0..entries {
             let e = &buf[12 + 12 * i..24 + 12 * i];
@@ -96,7 +132,10 @@ impl<R: ReadAt> Mapper<'_, R> {
                     continue;
                 }
                 if raw_len == 0 || logical + raw_len > 1 << 32 {
-                    return Err(corrupt(format!("inode {ino}: extent of length {raw_len} at {logical}"), at));
+                    return Err(corrupt(
+                        format!("inode {ino}: extent of length {raw_len} at {logical}"),
+                        at,
+                    ));
                 }
                 if logical >= self.nblocks {
                     continue;
@@ -115,7 +154,13 @@ impl<R: ReadAt> Mapper<'_, R> {
     }
 
     /// An indirect block of `level` (1 single, 2 double, 3 triple) mapping from `first`.
-    fn indirect(&mut self, block: u64, level: u32, first: u64, at: u64) -> Result<(), Ext4ReadError> {
+    fn indirect(
+        &mut self,
+        block: u64,
+        level: u32,
+        first: u64,
+        at: u64,
+    ) -> Result<(), Ext4ReadError> {
         let buf = self.read_block(block, at)?;
         let per = buf.len() as u64 / 4;
         let span = per.pow(level - 1);
@@ -142,7 +187,10 @@ impl<R: ReadAt> Mapper<'_, R> {
 /// The data runs of `inode` within its size, ascending.
 pub fn runs<R: ReadAt>(img: &Ext4Image<R>, inode: &RawInode) -> Result<Vec<Run>, Ext4ReadError> {
     if inode.flags & INLINE_DATA_FL != 0 {
-        return Err(Ext4ReadError::Unsupported(format!("inode {} has inline data", inode.ino)));
+        return Err(Ext4ReadError::Unsupported(format!(
+            "inode {} has inline data",
+            inode.ino
+        )));
     }
     let bs = img.superblock().block_size;
     let mut m = Mapper {
@@ -184,7 +232,10 @@ pub fn read_content<R: ReadAt>(
     sink: &mut dyn FnMut(&[u8]) -> Result<(), Ext4ReadError>,
 ) -> Result<(), Ext4ReadError> {
     if inode.size > img.limits().max_file_size {
-        return Err(Ext4ReadError::Limit(format!("inode {} is {} bytes long", inode.ino, inode.size)));
+        return Err(Ext4ReadError::Limit(format!(
+            "inode {} is {} bytes long",
+            inode.ino, inode.size
+        )));
     }
     let bs = img.superblock().block_size;
     let runs = runs(img, inode)?;

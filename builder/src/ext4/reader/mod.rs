@@ -120,14 +120,21 @@ impl<R: ReadAt> Ext4Image<R> {
 
     /// Opens an image with the given limits.
     pub fn open_with_limits(dev: R, limits: Limits) -> Result<Self, Ext4ReadError> {
-        let size = dev.size().map_err(|source| Ext4ReadError::Io { offset: 0, source })?;
+        let size = dev
+            .size()
+            .map_err(|source| Ext4ReadError::Io { offset: 0, source })?;
         let mut raw = [0u8; 1024];
         read_exact(&dev, &mut raw, 1024)?;
         let sb = Superblock::parse(&raw, size)?;
         let gdt_len = sb.gdt_bytes();
         let mut gdt = vec![0u8; gdt_len as usize];
         read_exact(&dev, &mut gdt, sb.gdt_offset())?;
-        Ok(Ext4Image { dev, sb, gdt, limits })
+        Ok(Ext4Image {
+            dev,
+            sb,
+            gdt,
+            limits,
+        })
     }
 
     /// The parsed superblock.
@@ -165,7 +172,10 @@ impl<R: ReadAt> Ext4Image<R> {
         let ino = walk::lookup(self, path)?;
         let inode = self.inode(ino)?;
         if inode.mode & 0o170000 != 0o100000 {
-            return Err(Ext4ReadError::NotFound(format!("{} (not a regular file)", String::from_utf8_lossy(path))));
+            return Err(Ext4ReadError::NotFound(format!(
+                "{} (not a regular file)",
+                String::from_utf8_lossy(path)
+            )));
         }
         let mut out = Vec::new();
         map::read_content(self, &inode, &mut |chunk| {
@@ -211,7 +221,9 @@ impl<R: ReadAt> Ext4Image<R> {
             .and_then(|o| o.checked_add(index * isz))
             .filter(|o| o.saturating_add(isz) <= sb.blocks_count.saturating_mul(sb.block_size))
             .ok_or_else(|| Ext4ReadError::Corrupt {
-                what: format!("inode table of group {group} at block {table} is outside the filesystem"),
+                what: format!(
+                    "inode table of group {group} at block {table} is outside the filesystem"
+                ),
                 offset: sb.gdt_offset(),
             })?;
         let mut buf = vec![0u8; isz as usize];

@@ -15,14 +15,22 @@ fn corrupt(what: impl Into<String>, offset: u64) -> Ext4ReadError {
 }
 
 /// Parses inode `ino` from its `buf` (inode_size bytes) read at `offset`.
-pub fn inode(sb: &Superblock, ino: u32, buf: &[u8], offset: u64) -> Result<RawInode, Ext4ReadError> {
+pub fn inode(
+    sb: &Superblock,
+    ino: u32,
+    buf: &[u8],
+    offset: u64,
+) -> Result<RawInode, Ext4ReadError> {
     let isz = buf.len();
     let mut area_start = isz;
     let mut extra = 0usize;
     if isz > GOOD_OLD_INODE_SIZE {
         extra = usize::from(le16(buf, 0x80));
         if GOOD_OLD_INODE_SIZE + extra > isz || extra % 4 != 0 {
-            return Err(corrupt(format!("inode {ino} has i_extra_isize {extra}"), offset));
+            return Err(corrupt(
+                format!("inode {ino} has i_extra_isize {extra}"),
+                offset,
+            ));
         }
         area_start = GOOD_OLD_INODE_SIZE + extra;
     }
@@ -35,10 +43,18 @@ pub fn inode(sb: &Superblock, ino: u32, buf: &[u8], offset: u64) -> Result<RawIn
                 copy[0x82..0x84].fill(0);
             }
             let crc = ext4_crc(inode_seed(seed, ino, le32(buf, 0x64)), &copy);
-            let stored = u32::from(le16(buf, 0x7C)) | if has_hi { u32::from(le16(buf, 0x82)) << 16 } else { 0 };
+            let stored = u32::from(le16(buf, 0x7C))
+                | if has_hi {
+                    u32::from(le16(buf, 0x82)) << 16
+                } else {
+                    0
+                };
             let want = if has_hi { crc } else { crc & 0xFFFF };
             if stored != want {
-                return Err(corrupt(format!("inode {ino} checksum {stored:#x}, computed {want:#x}"), offset));
+                return Err(corrupt(
+                    format!("inode {ino} checksum {stored:#x}, computed {want:#x}"),
+                    offset,
+                ));
             }
         }
     }
@@ -52,7 +68,12 @@ pub fn inode(sb: &Superblock, ino: u32, buf: &[u8], offset: u64) -> Result<RawIn
     }
     let mut i_block = [0u8; 60];
     i_block.copy_from_slice(&buf[0x28..0x28 + 60]);
-    let file_acl = u64::from(le32(buf, 0x68)) | if sb.is_64bit() { u64::from(le16(buf, 0x76)) << 32 } else { 0 };
+    let file_acl = u64::from(le32(buf, 0x68))
+        | if sb.is_64bit() {
+            u64::from(le16(buf, 0x76)) << 32
+        } else {
+            0
+        };
     Ok(RawInode {
         ino,
         mode: le16(buf, 0x00),
@@ -64,7 +85,10 @@ pub fn inode(sb: &Superblock, ino: u32, buf: &[u8], offset: u64) -> Result<RawIn
         sectors,
         i_block,
         file_acl,
-        mtime: decode_time(le32(buf, 0x10), if extra >= 12 { le32(buf, 0x88) } else { 0 }),
+        mtime: decode_time(
+            le32(buf, 0x10),
+            if extra >= 12 { le32(buf, 0x88) } else { 0 },
+        ),
         inline_xattr_area: buf[area_start..].to_vec(),
         offset,
     })
@@ -91,7 +115,10 @@ pub fn dir_block(
         }
         let name_len = usize::from(head[6]);
         if rec < 8 || rec % 4 != 0 || pos + rec > block.len() || 8 + name_len > rec {
-            return Err(corrupt(format!("directory entry with rec_len {rec}, name_len {name_len}"), at));
+            return Err(corrupt(
+                format!("directory entry with rec_len {rec}, name_len {name_len}"),
+                at,
+            ));
         }
         if ino != 0 && name_len > 0 {
             let name = &block[pos + 8..pos + 8 + name_len];
@@ -133,7 +160,9 @@ fn entries(
         let value_inum = le32(head, 4);
         let value_size = le32(head, 8) as usize;
         if value_inum != 0 {
-            return Err(Ext4ReadError::Unsupported("xattr value stored in an inode".into()));
+            return Err(Ext4ReadError::Unsupported(
+                "xattr value stored in an inode".into(),
+            ));
         }
         let name = buf
             .get(pos + 16..pos + 16 + name_len)
@@ -142,7 +171,12 @@ fn entries(
             &[][..]
         } else {
             buf.get(base + value_offs..base + value_offs + value_size)
-                .ok_or_else(|| corrupt(format!("xattr value of {value_size} bytes at {value_offs} is outside"), at))?
+                .ok_or_else(|| {
+                    corrupt(
+                        format!("xattr value of {value_size} bytes at {value_offs} is outside"),
+                        at,
+                    )
+                })?
         };
         let pair = from_disk(index, name, value).map_err(|e| corrupt(e, at))?;
         out.push(pair);
@@ -151,7 +185,11 @@ fn entries(
 }
 
 /// Attributes stored after an inode's extra fields.
-pub fn inline_xattrs(area: &[u8], offset: u64, out: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), Ext4ReadError> {
+pub fn inline_xattrs(
+    area: &[u8],
+    offset: u64,
+    out: &mut Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<(), Ext4ReadError> {
     if area.len() < 4 || le32(area, 0) != XATTR_MAGIC {
         return Ok(());
     }
@@ -159,7 +197,11 @@ pub fn inline_xattrs(area: &[u8], offset: u64, out: &mut Vec<(Vec<u8>, Vec<u8>)>
 }
 
 /// Attributes of an xattr block.
-pub fn block_xattrs(block: &[u8], offset: u64, out: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), Ext4ReadError> {
+pub fn block_xattrs(
+    block: &[u8],
+    offset: u64,
+    out: &mut Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<(), Ext4ReadError> {
     if block.len() < 32 || le32(block, 0) != XATTR_MAGIC || le32(block, 8) != 1 {
         return Err(corrupt("not an xattr block", offset));
     }
@@ -175,9 +217,21 @@ mod tests {
     fn dir_blocks_parse_and_reject_bad_lengths() {
         let mut blk = Vec::new();
         let entries = [
-            DirEntry { ino: 2, name: b".", file_type: 2 },
-            DirEntry { ino: 2, name: b"..", file_type: 2 },
-            DirEntry { ino: 12, name: b"hello", file_type: 1 },
+            DirEntry {
+                ino: 2,
+                name: b".",
+                file_type: 2,
+            },
+            DirEntry {
+                ino: 2,
+                name: b"..",
+                file_type: 2,
+            },
+            DirEntry {
+                ino: 12,
+                name: b"hello",
+                file_type: 1,
+            },
         ];
         encode(entries.iter().copied(), Some(1), 1, &mut blk);
         let mut out = Vec::new();

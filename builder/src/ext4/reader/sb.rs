@@ -75,10 +75,18 @@ impl Superblock {
         let incompat = le32(raw, 0x60);
         let ro_compat = le32(raw, 0x64);
         let is_64bit = incompat & INCOMPAT_64BIT != 0;
-        let blocks_count =
-            u64::from(le32(raw, 0x04)) | if is_64bit { u64::from(le32(raw, 0x150)) << 32 } else { 0 };
-        let free_blocks =
-            u64::from(le32(raw, 0x0C)) | if is_64bit { u64::from(le32(raw, 0x158)) << 32 } else { 0 };
+        let blocks_count = u64::from(le32(raw, 0x04))
+            | if is_64bit {
+                u64::from(le32(raw, 0x150)) << 32
+            } else {
+                0
+            };
+        let free_blocks = u64::from(le32(raw, 0x0C))
+            | if is_64bit {
+                u64::from(le32(raw, 0x158)) << 32
+            } else {
+                0
+            };
         let inodes_count = le32(raw, 0x00);
         let blocks_per_group = u64::from(le32(raw, 0x20));
         let inodes_per_group = le32(raw, 0x28);
@@ -95,7 +103,9 @@ impl Superblock {
             return Err(bad(format!("inode size {inode_size}")));
         }
         if first_data_block >= blocks_count || (block_size == 1024) != (first_data_block == 1) {
-            return Err(bad(format!("first data block {first_data_block} of {blocks_count}")));
+            return Err(bad(format!(
+                "first data block {first_data_block} of {blocks_count}"
+            )));
         }
         if blocks_count.saturating_mul(block_size) > image_size {
             return Err(bad(format!(
@@ -104,22 +114,36 @@ impl Superblock {
         }
         let groups = (blocks_count - first_data_block).div_ceil(blocks_per_group);
         if u64::from(inodes_count) > groups * u64::from(inodes_per_group) || inodes_count < 11 {
-            return Err(bad(format!("{inodes_count} inodes in {groups} groups of {inodes_per_group}")));
+            return Err(bad(format!(
+                "{inodes_count} inodes in {groups} groups of {inodes_per_group}"
+            )));
         }
-        let desc_size = if is_64bit { u64::from(le16(raw, 0xFE)) } else { 32 };
-        if desc_size < 32 || !desc_size.is_power_of_two() || desc_size > 1024 || (is_64bit && desc_size < 64) {
+        let desc_size = if is_64bit {
+            u64::from(le16(raw, 0xFE))
+        } else {
+            32
+        };
+        if desc_size < 32
+            || !desc_size.is_power_of_two()
+            || desc_size > 1024
+            || (is_64bit && desc_size < 64)
+        {
             return Err(bad(format!("group descriptor size {desc_size}")));
         }
         let unknown = incompat & !KNOWN_INCOMPAT;
         if unknown != 0 {
-            return Err(Ext4ReadError::Unsupported(format!("incompatible features {unknown:#x}")));
+            return Err(Ext4ReadError::Unsupported(format!(
+                "incompatible features {unknown:#x}"
+            )));
         }
         let metadata_csum = ro_compat & RO_COMPAT_METADATA_CSUM != 0;
         if metadata_csum {
             let stored = le32(raw, 0x3FC);
             let computed = ext4_crc(!0, &raw[..0x3FC]);
             if stored != computed {
-                return Err(bad(format!("checksum {stored:#010x}, computed {computed:#010x}")));
+                return Err(bad(format!(
+                    "checksum {stored:#010x}, computed {computed:#010x}"
+                )));
             }
         }
         let mut uuid = [0u8; 16];
@@ -153,7 +177,10 @@ impl Superblock {
             csum_seed,
         };
         if sb.gdt_offset().saturating_add(sb.gdt_bytes()) > image_size || sb.gdt_bytes() > 1 << 30 {
-            return Err(bad(format!("a descriptor table of {} bytes does not fit", sb.gdt_bytes())));
+            return Err(bad(format!(
+                "a descriptor table of {} bytes does not fit",
+                sb.gdt_bytes()
+            )));
         }
         Ok(sb)
     }

@@ -77,7 +77,12 @@ fn kind_of(inode: &RawInode) -> Result<EntryType, Ext4ReadError> {
         S_IFBLK => EntryType::BlockDevice,
         S_IFIFO => EntryType::Fifo,
         S_IFSOCK => EntryType::Socket,
-        other => return Err(corrupt(format!("inode {} has file type {other:#o}", inode.ino), inode.offset)),
+        other => {
+            return Err(corrupt(
+                format!("inode {} has file type {other:#o}", inode.ino),
+                inode.offset,
+            ))
+        }
     })
 }
 
@@ -100,7 +105,13 @@ impl<R: ReadAt> Ext4Image<R> {
         if inode.file_acl != 0 {
             let sb = self.superblock();
             if inode.file_acl >= sb.blocks_count {
-                return Err(corrupt(format!("inode {} has xattr block {} outside the filesystem", inode.ino, inode.file_acl), inode.offset));
+                return Err(corrupt(
+                    format!(
+                        "inode {} has xattr block {} outside the filesystem",
+                        inode.ino, inode.file_acl
+                    ),
+                    inode.offset,
+                ));
             }
             let mut block = vec![0u8; sb.block_size as usize];
             let at = inode.file_acl * sb.block_size;
@@ -112,7 +123,8 @@ impl<R: ReadAt> Ext4Image<R> {
             EntryType::Symlink => Some(self.symlink_target(inode)?),
             _ => None,
         };
-        let rdev = matches!(kind, EntryType::CharDevice | EntryType::BlockDevice).then(|| rdev(&inode.i_block));
+        let rdev = matches!(kind, EntryType::CharDevice | EntryType::BlockDevice)
+            .then(|| rdev(&inode.i_block));
         Ok(ListedEntry {
             path,
             ino: inode.ino,
@@ -132,7 +144,10 @@ impl<R: ReadAt> Ext4Image<R> {
     fn symlink_target(&self, inode: &RawInode) -> Result<Vec<u8>, Ext4ReadError> {
         let bs = self.superblock().block_size;
         if inode.size == 0 || inode.size >= bs {
-            return Err(corrupt(format!("symlink inode {} has size {}", inode.ino, inode.size), inode.offset));
+            return Err(corrupt(
+                format!("symlink inode {} has size {}", inode.ino, inode.size),
+                inode.offset,
+            ));
         }
         let ea_sectors = if inode.file_acl != 0 { bs / 512 } else { 0 };
         let data_sectors = inode.sectors.saturating_sub(ea_sectors);
@@ -154,9 +169,14 @@ impl<R: ReadAt> Ext4Image<R> {
     /// Names and inode numbers of a directory, sorted by name.
     fn dir_entries(&self, inode: &RawInode) -> Result<Vec<(Vec<u8>, u32)>, Ext4ReadError> {
         let bs = self.superblock().block_size;
-        let max_bytes = (self.limits().max_dir_entries as u64).saturating_mul(16).max(bs);
+        let max_bytes = (self.limits().max_dir_entries as u64)
+            .saturating_mul(16)
+            .max(bs);
         if inode.size % bs != 0 || inode.size > max_bytes {
-            return Err(corrupt(format!("directory inode {} has size {}", inode.ino, inode.size), inode.offset));
+            return Err(corrupt(
+                format!("directory inode {} has size {}", inode.ino, inode.size),
+                inode.offset,
+            ));
         }
         let mut entries = Vec::new();
         let mut block = Vec::with_capacity(bs as usize);
@@ -175,18 +195,27 @@ impl<R: ReadAt> Ext4Image<R> {
                     block.clear();
                     index += 1;
                     if entries.len() > self.limits().max_dir_entries {
-                        return Err(Ext4ReadError::Limit(format!("directory inode {} has too many entries", inode.ino)));
+                        return Err(Ext4ReadError::Limit(format!(
+                            "directory inode {} has too many entries",
+                            inode.ino
+                        )));
                     }
                 }
             }
             Ok(())
         })?;
         if let Some(Ext4ReadError::Corrupt { what, .. }) = failure {
-            return Err(corrupt(format!("directory inode {}: {what}", inode.ino), inode.offset));
+            return Err(corrupt(
+                format!("directory inode {}: {what}", inode.ino),
+                inode.offset,
+            ));
         }
         entries.sort();
         if entries.windows(2).any(|w| w[0].0 == w[1].0) {
-            return Err(corrupt(format!("directory inode {} has a name twice", inode.ino), inode.offset));
+            return Err(corrupt(
+                format!("directory inode {} has a name twice", inode.ino),
+                inode.offset,
+            ));
         }
         Ok(entries)
     }
@@ -219,10 +248,16 @@ impl<R: ReadAt> Ext4Image<R> {
                 continue;
             }
             if !seen_dirs.insert(ino) {
-                return Err(corrupt(format!("directory inode {ino} is reached twice"), inode.offset));
+                return Err(corrupt(
+                    format!("directory inode {ino} is reached twice"),
+                    inode.offset,
+                ));
             }
             if depth >= self.limits().max_depth {
-                return Err(Ext4ReadError::Limit(format!("directories nested deeper than {}", self.limits().max_depth)));
+                return Err(Ext4ReadError::Limit(format!(
+                    "directories nested deeper than {}",
+                    self.limits().max_depth
+                )));
             }
             let children = self.dir_entries(&inode)?;
             for (name, child) in children.into_iter().rev() {
@@ -254,12 +289,18 @@ pub fn lookup<R: ReadAt>(img: &Ext4Image<R>, path: &[u8]) -> Result<u32, Ext4Rea
     for name in path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
         let inode = img.inode(ino)?;
         if inode.mode & S_IFMT != S_IFDIR {
-            return Err(Ext4ReadError::NotFound(String::from_utf8_lossy(path).into_owned()));
+            return Err(Ext4ReadError::NotFound(
+                String::from_utf8_lossy(path).into_owned(),
+            ));
         }
         let entries = img.dir_entries(&inode)?;
         ino = match entries.binary_search_by(|(n, _)| n.as_slice().cmp(name)) {
             Ok(i) => entries[i].1,
-            Err(_) => return Err(Ext4ReadError::NotFound(String::from_utf8_lossy(path).into_owned())),
+            Err(_) => {
+                return Err(Ext4ReadError::NotFound(
+                    String::from_utf8_lossy(path).into_owned(),
+                ))
+            }
         };
     }
     Ok(ino)
@@ -280,7 +321,10 @@ pub fn digest<R: ReadAt>(img: &Ext4Image<R>) -> Result<RootfsDigest, Ext4ReadErr
                     Ok(())
                 })?;
                 sha = h.finalize().into();
-                EntryKind::File { size: e.size, sha256: sha }
+                EntryKind::File {
+                    size: e.size,
+                    sha256: sha,
+                }
             }
             EntryType::Symlink => EntryKind::Symlink {
                 target: e.target.as_deref().unwrap_or_default(),
