@@ -45,7 +45,7 @@ pub fn every_kind() -> Tree {
     .unwrap();
     t.insert(b"bin/wall", bytes_file(b"#!/bin/sh\n", meta(0o2755, 0, 5)))
         .unwrap();
-    t.insert(b"tmp", dir(meta(0o1777, 0, 0))).unwrap();
+    t.insert(b"tmp", dir_inode(meta(0o1777, 0, 0))).unwrap();
     t.hard_link(b"bin/su-again", b"bin/su").unwrap();
     t.hard_link(b"etc/su-link", b"bin/su").unwrap();
     t.insert(
@@ -148,7 +148,7 @@ pub fn every_kind() -> Tree {
         b"system.posix_acl_default".to_vec(),
         acl(&[(1, 7, u32::MAX), (4, 5, u32::MAX), (0x20, 0, u32::MAX)]),
     );
-    t.insert(b"srv/shared", dir(m)).unwrap();
+    t.insert(b"srv/shared", dir_inode(m)).unwrap();
     // 255-byte names and a 100-level path.
     let long = vec![b'n'; 255];
     let mut p = b"names/".to_vec();
@@ -245,4 +245,36 @@ fn every_kind_in_every_format() {
         assert_eq!(get(b"/srv/shared").xattrs.len(), 2);
         assert_eq!(get(b"/etc/labelled").mtime, 1_600_000_000);
     }
+}
+
+#[test]
+fn lost_found_from_the_tree_keeps_its_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    for fs in [FsType::Ext4, FsType::Ext2] {
+        let mut t = Tree::new(meta(0o755, 0, 0));
+        t.insert(b"lost+found", dir_inode(meta(0o750, 0, 4))).unwrap();
+        t.insert(b"lost+found/#1234", bytes_file(b"orphan", meta(0o600, 0, 0))).unwrap();
+        t.insert(b"a", bytes_file(b"a", meta(0o644, 0, 0))).unwrap();
+        let (_, path) = write_image(&t, &params(fs), dir.path(), fs.name());
+        check_image(&mut t, &path);
+        let list = open_ours(&path).list().unwrap();
+        let lf = list.iter().find(|e| e.path == b"/lost+found").unwrap();
+        assert_eq!((lf.ino, lf.mode, lf.gid, lf.size), (11, 0o750, 4, 16384));
+        assert!(list.iter().any(|e| e.path == b"/lost+found/#1234"));
+    }
+}
+
+#[test]
+fn unrepresentable_entries_are_named() {
+    let mut t = Tree::new(meta(0o755, 0, 0));
+    t.insert(b"dev/huge", Inode::new(meta(0o600, 0, 0), Kind::CharDevice { major: 5000, minor: 1 })).unwrap();
+    let err = imgbuild::ext4::plan(&t, &params(FsType::Ext4)).unwrap_err();
+    assert!(err.to_string().contains("/dev/huge"), "{err}");
+    let mut t = Tree::new(meta(0o755, 0, 0));
+    let mut m = meta(0o644, 0, 0);
+    m.set_xattr(b"user.a".to_vec(), vec![1; 3000]);
+    m.set_xattr(b"user.b".to_vec(), vec![1; 3000]);
+    t.insert(b"x", bytes_file(b"", m)).unwrap();
+    let err = imgbuild::ext4::plan(&t, &params(FsType::Ext3)).unwrap_err();
+    assert!(err.to_string().contains("/x"), "{err}");
 }

@@ -600,6 +600,12 @@ fn write_groups(
             } else {
                 BG_INODE_ZEROED
             };
+            if used == 0 {
+                // Neither the kernel nor e2fsck reads the inode bitmap of an INODE_UNINIT
+                // group (mke2fs leaves it unwritten with a zero checksum too), so large
+                // filesystems need not write one block per group.
+                continue;
+            }
         }
         if let Some(s) = seed {
             ib_csums[g as usize] = group::inode_bitmap_csum(s, &bm, ipg);

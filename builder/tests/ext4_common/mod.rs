@@ -69,7 +69,7 @@ pub fn host_file(path: &Path, m: Meta) -> Inode {
     )
 }
 
-pub fn dir(m: Meta) -> Inode {
+pub fn dir_inode(m: Meta) -> Inode {
     Inode::new(m, Kind::empty_dir())
 }
 
