@@ -252,8 +252,13 @@ fn lost_found_from_the_tree_keeps_its_metadata() {
     let dir = tempfile::tempdir().unwrap();
     for fs in [FsType::Ext4, FsType::Ext2] {
         let mut t = Tree::new(meta(0o755, 0, 0));
-        t.insert(b"lost+found", dir_inode(meta(0o750, 0, 4))).unwrap();
-        t.insert(b"lost+found/#1234", bytes_file(b"orphan", meta(0o600, 0, 0))).unwrap();
+        t.insert(b"lost+found", dir_inode(meta(0o750, 0, 4)))
+            .unwrap();
+        t.insert(
+            b"lost+found/#1234",
+            bytes_file(b"orphan", meta(0o600, 0, 0)),
+        )
+        .unwrap();
         t.insert(b"a", bytes_file(b"a", meta(0o644, 0, 0))).unwrap();
         let (_, path) = write_image(&t, &params(fs), dir.path(), fs.name());
         check_image(&mut t, &path);
@@ -267,7 +272,17 @@ fn lost_found_from_the_tree_keeps_its_metadata() {
 #[test]
 fn unrepresentable_entries_are_named() {
     let mut t = Tree::new(meta(0o755, 0, 0));
-    t.insert(b"dev/huge", Inode::new(meta(0o600, 0, 0), Kind::CharDevice { major: 5000, minor: 1 })).unwrap();
+    t.insert(
+        b"dev/huge",
+        Inode::new(
+            meta(0o600, 0, 0),
+            Kind::CharDevice {
+                major: 5000,
+                minor: 1,
+            },
+        ),
+    )
+    .unwrap();
     let err = imgbuild::ext4::plan(&t, &params(FsType::Ext4)).unwrap_err();
     assert!(err.to_string().contains("/dev/huge"), "{err}");
     let mut t = Tree::new(meta(0o755, 0, 0));

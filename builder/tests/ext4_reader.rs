@@ -15,15 +15,34 @@ use imgbuild::tree::{Inode, Kind, Tree};
 
 fn small_tree() -> Tree {
     let mut t = Tree::new(meta(0o755, 0, 0));
-    t.insert(b"a/b/c", bytes_file(&vec![1u8; 70_000], meta(0o644, 0, 0))).unwrap();
-    t.insert(b"a/link", Inode::new(meta(0o777, 0, 0), Kind::Symlink(vec![b'q'; 100].into()))).unwrap();
-    t.insert(b"dev/x", Inode::new(meta(0o600, 0, 0), Kind::CharDevice { major: 300, minor: 5 })).unwrap();
+    t.insert(b"a/b/c", bytes_file(&vec![1u8; 70_000], meta(0o644, 0, 0)))
+        .unwrap();
+    t.insert(
+        b"a/link",
+        Inode::new(meta(0o777, 0, 0), Kind::Symlink(vec![b'q'; 100].into())),
+    )
+    .unwrap();
+    t.insert(
+        b"dev/x",
+        Inode::new(
+            meta(0o600, 0, 0),
+            Kind::CharDevice {
+                major: 300,
+                minor: 5,
+            },
+        ),
+    )
+    .unwrap();
     let mut m = meta(0o644, 5, 5);
     m.set_xattr(b"user.a".to_vec(), vec![b'a'; 300]);
     m.set_xattr(b"security.selinux".to_vec(), b"x_t\0".to_vec());
     t.insert(b"etc/f", bytes_file(b"hello", m)).unwrap();
     for i in 0..60 {
-        t.insert(format!("many/{i:03}-{}", "n".repeat(40)).as_bytes(), bytes_file(&[i as u8; 10], meta(0o600, 0, 0))).unwrap();
+        t.insert(
+            format!("many/{i:03}-{}", "n".repeat(40)).as_bytes(),
+            bytes_file(&[i as u8; 10], meta(0o600, 0, 0)),
+        )
+        .unwrap();
     }
     t
 }
@@ -40,7 +59,9 @@ fn limits() -> Limits {
 
 /// Everything the reader can be asked, on an image in memory; errors are fine.
 fn exercise(bytes: &Vec<u8>) {
-    let Ok(img) = Ext4Image::open_with_limits(bytes, limits()) else { return };
+    let Ok(img) = Ext4Image::open_with_limits(bytes, limits()) else {
+        return;
+    };
     let _ = img.digest();
     if let Ok(list) = img.list() {
         for e in list.iter().take(50) {
@@ -63,7 +84,10 @@ impl Rng {
 #[test]
 fn mutated_images_never_panic() {
     let dir = tempfile::tempdir().unwrap();
-    for (k, fs) in [FsType::Ext4, FsType::Ext3, FsType::Ext2].into_iter().enumerate() {
+    for (k, fs) in [FsType::Ext4, FsType::Ext3, FsType::Ext2]
+        .into_iter()
+        .enumerate()
+    {
         let (_, path) = write_image(&small_tree(), &params(fs), dir.path(), fs.name());
         let mut bytes = std::fs::read(&path).unwrap();
         // The original reads fine.
@@ -72,12 +96,19 @@ fn mutated_images_never_panic() {
         // Metadata sits in the first blocks; mutate there, mostly.
         let used: usize = (1200 * 4096).min(bytes.len());
         let mut rng = Rng(0x1234_5678 + k as u64);
-        let rounds: u64 = std::env::var("EXT4_FUZZ_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
+        let rounds: u64 = std::env::var("EXT4_FUZZ_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(400);
         for round in 0..rounds {
             let flips = 1 + (rng.next() % 16) as usize;
             let mut saved = Vec::with_capacity(flips);
             for _ in 0..flips {
-                let at = if round % 4 == 0 { 1024 + (rng.next() % 1024) as usize } else { (rng.next() as usize) % used };
+                let at = if round % 4 == 0 {
+                    1024 + (rng.next() % 1024) as usize
+                } else {
+                    (rng.next() as usize) % used
+                };
                 saved.push((at, bytes[at]));
                 bytes[at] = rng.next() as u8;
             }
@@ -88,7 +119,10 @@ fn mutated_images_never_panic() {
         }
         // Truncated images are refused up front.
         let short = bytes[..bytes.len() / 2].to_vec();
-        assert!(matches!(Ext4Image::open(&short), Err(Ext4ReadError::BadSuperblock(_))));
+        assert!(matches!(
+            Ext4Image::open(&short),
+            Err(Ext4ReadError::BadSuperblock(_))
+        ));
         // Random blocks with a valid-looking superblock.
         let mut garbage: Vec<u8> = (0..(4u64 << 20)).map(|_| rng.next() as u8).collect();
         garbage[1024..2048].copy_from_slice(&bytes[1024..2048]);
@@ -110,7 +144,11 @@ fn directory_cycle_is_an_error() {
     for fs in [FsType::Ext2, FsType::Ext4] {
         let (_, path) = write_image(&small_tree(), &params(fs), dir.path(), fs.name());
         let block = blocks_of(&path, "/a")[0];
-        let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
         let mut buf = vec![0u8; 4096];
         f.read_exact_at(&mut buf, block * 4096).unwrap();
         // Point the entry "b" back at the root.
@@ -143,7 +181,8 @@ fn extent_tree_pointing_at_itself_is_an_error() {
         f.write_all_at(&i.to_le_bytes(), i * 2 * 4096).unwrap();
     }
     let mut t = Tree::new(meta(0o755, 0, 0));
-    t.insert(b"frag", host_file(&src, meta(0o644, 0, 0))).unwrap();
+    t.insert(b"frag", host_file(&src, meta(0o644, 0, 0)))
+        .unwrap();
     let (_, path) = write_image(&t, &params(FsType::Ext4), dir.path(), "frag.img");
     // "ex" lists the tree: the level-0 line names the index block.
     let ex = debugfs(&path, "ex /frag");
@@ -154,9 +193,15 @@ fn extent_tree_pointing_at_itself_is_an_error() {
         .unwrap()
         .parse()
         .unwrap();
-    let img_file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let img_file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
     let mut buf = vec![0u8; 4096];
-    img_file.read_exact_at(&mut buf, index_block * 4096).unwrap();
+    img_file
+        .read_exact_at(&mut buf, index_block * 4096)
+        .unwrap();
     assert_eq!(&buf[..2], &0xF30Au16.to_le_bytes());
     // The first index entry now points at the index block itself.
     buf[12 + 4..12 + 8].copy_from_slice(&(index_block as u32).to_le_bytes());
@@ -165,6 +210,10 @@ fn extent_tree_pointing_at_itself_is_an_error() {
     let err = img.read_file(b"/frag").unwrap_err();
     assert!(matches!(err, Ext4ReadError::Corrupt { .. }), "{err}");
     assert!(img.digest().is_err());
-    let out = Command::new("e2fsck").arg("-fn").arg(&path).output().unwrap();
+    let out = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!out.status.success(), "e2fsck must see the damage too");
 }

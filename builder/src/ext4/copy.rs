@@ -10,7 +10,7 @@ use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use super::format::{BLOCK, BLOCK_SIZE};
+use super::format::BLOCK_SIZE;
 use super::planner::Ext4Plan;
 use super::write::{mismatch, Output};
 use super::Ext4Error;
@@ -258,11 +258,7 @@ fn copy_piece(
         buf.resize(BUFFER, 0);
     }
     while done < len {
-        let n = ((len - done) as usize)
-            .min(buf.len())
-            .next_multiple_of(BLOCK)
-            .min(buf.len());
-        let n = n.min((len - done) as usize);
+        let n = ((len - done) as usize).min(buf.len());
         let chunk = &mut buf[..n];
         file.read_exact_at(chunk, base + start + done)
             .map_err(io_in)?;
@@ -295,5 +291,104 @@ fn copy_file_range(src: &File, src_at: u64, dst: &File, dst_at: u64, len: u64) -
         Err(io::Error::last_os_error())
     } else {
         Ok(r as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(file: &File) -> Output<'_> {
+        Output {
+            file,
+            offset: 4096,
+            name: "test".into(),
+            zeroed: true,
+        }
+    }
+
+    fn source(dir: &std::path::Path, data: &[u8]) -> Open<'static> {
+        let p = dir.join("src");
+        std::fs::write(&p, data).unwrap();
+        Open {
+            node: 0,
+            source: Source::Owned(File::open(&p).unwrap()),
+            size: data.len() as u64,
+            path: "src".into(),
+        }
+    }
+
+    #[test]
+    fn kernel_copy_and_buffered_fallback_give_the_same_bytes() {
+        let data: Vec<u8> = (0..3 * BUFFER + 100).map(|i| (i % 253) as u8).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let src = source(dir.path(), &data);
+        for kernel in [true, false] {
+            let dst = tempfile::tempfile().unwrap();
+            let out = output(&dst);
+            let mut k = kernel;
+            let mut buf = Vec::new();
+            copy_piece(
+                &src,
+                &out,
+                100,
+                2,
+                data.len() as u64 - 100,
+                &mut k,
+                &mut buf,
+            )
+            .unwrap();
+            let mut back = vec![0u8; data.len() - 100];
+            dst.read_exact_at(&mut back, 4096 + 2 * 4096).unwrap();
+            assert_eq!(back, &data[100..]);
+            assert_eq!(buf.is_empty(), k, "the buffer is only used by the fallback");
+        }
+        // A source shorter than planned is an error, not a short image.
+        let dst = tempfile::tempfile().unwrap();
+        let err = copy_piece(
+            &src,
+            &output(&dst),
+            0,
+            0,
+            data.len() as u64 + 4096,
+            &mut true,
+            &mut Vec::new(),
+        );
+        assert!(err.is_err());
+        let err = copy_piece(
+            &src,
+            &output(&dst),
+            0,
+            0,
+            data.len() as u64 + 4096,
+            &mut false,
+            &mut Vec::new(),
+        );
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn cross_filesystem_copies_fall_back() {
+        // tmpfs to the temp directory's filesystem: copy_file_range may refuse (EXDEV).
+        let Ok(shm) = tempfile::tempdir_in("/dev/shm") else {
+            return;
+        };
+        let data = vec![7u8; 10_000];
+        let src = source(shm.path(), &data);
+        let dst = tempfile::tempfile().unwrap();
+        let mut k = true;
+        copy_piece(
+            &src,
+            &output(&dst),
+            0,
+            0,
+            data.len() as u64,
+            &mut k,
+            &mut Vec::new(),
+        )
+        .unwrap();
+        let mut back = vec![0u8; data.len()];
+        dst.read_exact_at(&mut back, 4096).unwrap();
+        assert_eq!(back, data);
     }
 }

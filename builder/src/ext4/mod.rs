@@ -11,8 +11,10 @@
 //! - ext4: extents (with index blocks), flex_bg, metadata_csum, 256-byte inodes with in-inode
 //!   xattrs, has_journal, huge_file, dir_nlink, extra_isize, dir_index (directories are written
 //!   linear), 64bit only above 2^32 blocks.
-//! - ext3: block maps, has_journal, 128-byte inodes, xattrs in blocks only: the feature set of
-//!   Linux 2.6.9, whose ext3 refuses any inode size other than 128.
+//! - ext3: block maps, has_journal, ext_attr, dir_index, filetype, sparse_super, large_file,
+//!   and 128-byte inodes (xattrs therefore always in a block, shared between inodes with the
+//!   same set): features every ext3 driver knows, back to 2.6.9 which predates large inodes.
+//!   No uninit_bg, so all inode tables are zero.
 //! - ext2: as ext3 without the journal.
 
 mod blockmap;
