@@ -1,8 +1,14 @@
-//! Group descriptors and the block and inode bitmaps they point to, with their checksums.
+//! Group descriptors and the block and inode bitmaps they point to, with their checksums, and
+//! writing them together with every superblock copy.
 
 use super::checksum::ext4_crc;
-use super::format::{put16, put32, BLOCK, BLOCKS_PER_GROUP};
+use super::collect::NodeKind;
+use super::format::*;
 use super::layout::GroupMeta;
+use super::planner::Ext4Plan;
+use super::superblock::{self, SuperInfo};
+use super::write::{BlockWriter, Output};
+use super::Ext4Error;
 
 /// Counters and flags of one group.
 #[derive(Debug, Clone, Copy, Default)]
@@ -110,6 +116,111 @@ pub fn block_bitmap_csum(seed: u32, bm: &[u8]) -> u32 {
 /// Checksum of an inode bitmap.
 pub fn inode_bitmap_csum(seed: u32, bm: &[u8], per_group: u32) -> u32 {
     ext4_crc(seed, &bm[..(per_group / 8) as usize])
+}
+
+/// Writes the block and inode bitmaps, the descriptor table and every superblock copy.
+pub(super) fn write_groups(
+    plan: &Ext4Plan,
+    out: &Output<'_>,
+    seed: Option<u32>,
+    journal: Option<([u8; 60], u64)>,
+) -> Result<(), Ext4Error> {
+    let geo = &plan.geo;
+    let ext4 = plan.ext4();
+    let ipg = geo.inodes_per_group;
+    let max_ino = u64::from(plan.collected.max_ino);
+    let mut counts = vec![GroupCounts::default(); geo.groups as usize];
+    for n in &plan.collected.nodes {
+        if matches!(n.kind, NodeKind::Dir { .. }) {
+            counts[((n.ino - 1) / ipg) as usize].used_dirs += 1;
+        }
+    }
+    let mut bb_csums = vec![0u32; geo.groups as usize];
+    let mut ib_csums = vec![0u32; geo.groups as usize];
+    let mut w = BlockWriter::new(out);
+    for g in 0..geo.groups {
+        let len = geo.group_len(g);
+        let bm = block_bitmap(&plan.used, geo.group_start(g), len);
+        let used: u64 = bm[..(len as usize).div_ceil(8)]
+            .iter()
+            .map(|b| u64::from(b.count_ones()))
+            .sum::<u64>()
+            - (len.next_multiple_of(8) - len);
+        counts[g as usize].free_blocks = (len - used) as u32;
+        if let Some(s) = seed {
+            bb_csums[g as usize] = block_bitmap_csum(s, &bm);
+        }
+        w.put(geo.meta[g as usize].block_bitmap, &bm)?;
+    }
+    for g in 0..geo.groups {
+        let used = max_ino
+            .saturating_sub(g * u64::from(ipg))
+            .min(u64::from(ipg)) as u32;
+        let bm = inode_bitmap(used, ipg);
+        let c = &mut counts[g as usize];
+        c.free_inodes = ipg - used;
+        if ext4 {
+            c.itable_unused = ipg - used;
+            c.flags = if used == 0 {
+                BG_INODE_UNINIT
+            } else {
+                BG_INODE_ZEROED
+            };
+            if used == 0 {
+                // Neither the kernel nor e2fsck reads the inode bitmap of an INODE_UNINIT
+                // group (mke2fs leaves it unwritten with a zero checksum too), so large
+                // filesystems need not write one block per group.
+                continue;
+            }
+        }
+        if let Some(s) = seed {
+            ib_csums[g as usize] = inode_bitmap_csum(s, &bm, ipg);
+        }
+        w.put(geo.meta[g as usize].inode_bitmap, &bm)?;
+    }
+    w.flush()?;
+    let ds = usize::from(geo.desc_size);
+    let mut gdt = vec![0u8; (geo.gdt_blocks as usize) * BLOCK];
+    for g in 0..geo.groups as usize {
+        let csum = seed.map(|s| (s, g as u32, bb_csums[g], ib_csums[g]));
+        encode_desc(
+            &mut gdt[g * ds..(g + 1) * ds],
+            &geo.meta[g],
+            &counts[g],
+            csum,
+        );
+    }
+    let free_blocks: u64 = counts.iter().map(|c| u64::from(c.free_blocks)).sum();
+    let free_inodes: u64 = counts.iter().map(|c| u64::from(c.free_inodes)).sum();
+    let info = SuperInfo {
+        geo,
+        fs: plan.params.fs_type,
+        free_blocks,
+        free_inodes,
+        reserved_blocks: (geo.blocks as f64 * plan.params.reserved_percent / 100.0) as u64,
+        uuid: plan.params.uuid,
+        label: plan.params.label.as_bytes(),
+        hash_seed: plan.params.hash_seed,
+        timestamp: plan.params.timestamp,
+        journal,
+    };
+    for g in 0..geo.groups {
+        if geo.super_blocks(g) == 0 {
+            continue;
+        }
+        let sb = superblock::encode(&info, g);
+        let mut first = vec![0u8; BLOCK];
+        let at = if g == 0 {
+            SUPERBLOCK_OFFSET as usize
+        } else {
+            0
+        };
+        first[at..at + 1024].copy_from_slice(&sb);
+        let start = geo.group_start(g);
+        w.put(start, &first)?;
+        w.put(start + 1, &gdt)?;
+    }
+    w.flush()
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ mod checksum;
 mod collect;
 mod copy;
 mod dir;
+mod encode;
 mod extent;
 mod format;
 mod group;

@@ -382,7 +382,7 @@ mod tests {
         assert_eq!(list[2].index, 6);
         let (inline, rest) = split(list.clone(), 92);
         assert_eq!((inline.len(), rest.len()), (2, 1));
-        assert_eq!(rest[0].name, b"b");
+        assert_eq!(rest[0].name, b"selinux");
         assert_eq!(split(list.clone(), 20).0.len(), 0);
         let mut block = encode_block(&list);
         finish_block(&mut block, 3, 1234, Some(99));
