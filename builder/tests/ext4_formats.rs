@@ -108,6 +108,9 @@ pub fn every_kind() -> Tree {
     .unwrap();
     t.insert(b"run/fifo", Inode::new(meta(0o644, 0, 0), Kind::Fifo))
         .unwrap();
+    t.hard_link(b"run/fifo-link", b"run/fifo").unwrap();
+    t.hard_link(b"dev/null-link", b"dev/null").unwrap();
+    t.hard_link(b"fast-link", b"fast").unwrap();
     t.insert(
         b"run/sock",
         Inode::new(meta(0o755, 65534, 65534), Kind::Socket),
@@ -234,13 +237,15 @@ fn every_kind_in_every_format() {
         assert_eq!(img.uuid(), UUID);
         assert_eq!(img.label(), "imgbuild-test");
         let list = img.list().unwrap();
-        let get = |p: &[u8]| list.iter().find(|e| e.path == p).unwrap().clone();
+        let get = |p: &[u8]| list.iter().find(|e| e.path == p).unwrap_or_else(|| panic!("{} not listed", String::from_utf8_lossy(p))).clone();
         assert_eq!(get(b"/dev/nvme").rdev, Some((259, 300)));
         assert_eq!(get(b"/lost+found").ino, 11);
         assert_eq!(get(b"/").ino, 2);
         assert_eq!(get(b"/empty").uid, 70000);
         assert_eq!(get(b"/tmp").mode, 0o1777);
         assert_eq!(get(b"/bin/su").links, 3);
+        assert_eq!(get(b"/fast-link").ino, get(b"/fast").ino);
+        assert_eq!(get(b"/run/fifo-link").links, 2);
         assert_eq!(img.read_file(b"/etc/hostname").unwrap(), b"box\n");
         assert_eq!(get(b"/srv/shared").xattrs.len(), 2);
         assert_eq!(get(b"/etc/labelled").mtime, 1_600_000_000);

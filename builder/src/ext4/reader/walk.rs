@@ -310,17 +310,28 @@ pub fn lookup<R: ReadAt>(img: &Ext4Image<R>, path: &[u8]) -> Result<u32, Ext4Rea
 pub fn digest<R: ReadAt>(img: &Ext4Image<R>) -> Result<RootfsDigest, Ext4ReadError> {
     let mut builder = DigestBuilder::new();
     let mut first_names: HashMap<u32, Vec<u8>> = HashMap::new();
+    // Content hashes of hard-linked files, so that each is read once.
+    let mut linked: HashMap<u32, [u8; 32]> = HashMap::new();
     img.walk(&is_excluded, &mut |e, inode| {
-        let sha;
+        let sha: [u8; 32];
         let kind = match e.kind {
             EntryType::Directory => EntryKind::Directory,
             EntryType::File => {
-                let mut h = Sha256::new();
-                read_content(img, inode, &mut |c| {
-                    h.update(c);
-                    Ok(())
-                })?;
-                sha = h.finalize().into();
+                sha = match linked.get(&e.ino) {
+                    Some(s) => *s,
+                    None => {
+                        let mut h = Sha256::new();
+                        read_content(img, inode, &mut |c| {
+                            h.update(c);
+                            Ok(())
+                        })?;
+                        let s: [u8; 32] = h.finalize().into();
+                        if e.links > 1 {
+                            linked.insert(e.ino, s);
+                        }
+                        s
+                    }
+                };
                 EntryKind::File {
                     size: e.size,
                     sha256: sha,
