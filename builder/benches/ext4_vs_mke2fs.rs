@@ -121,6 +121,32 @@ fn rss_child(root: &Path, img: &Path) {
     println!("RSS {before} {}", vm_hwm_kib());
 }
 
+/// Peak RSS (KiB) of a child process that loads `root`, plans and writes its image.
+fn child_rss(root: &Path, img: &Path) -> Option<(u64, u64)> {
+    let out = Command::new(std::env::current_exe().ok()?)
+        .arg("--rss-child")
+        .arg(root)
+        .arg(img)
+        .output()
+        .ok()?;
+    let _ = std::fs::remove_file(img);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text.lines().find_map(|l| l.strip_prefix("RSS "))?;
+    let mut it = v.split(' ').map(|n| n.parse::<u64>().unwrap_or(0));
+    Some((it.next()?, it.next()?))
+}
+
+fn report_rss(what: &str, rss: Option<(u64, u64)>) {
+    match rss {
+        Some((before, after)) => println!(
+            "peak RSS, {what}: {:.1} MiB (after loading the tree: {:.1} MiB)",
+            after as f64 / 1024.0,
+            before as f64 / 1024.0
+        ),
+        None => println!("peak RSS, {what}: child failed"),
+    }
+}
+
 fn rss_of_big_tree(work: &Path) {
     let root = work.join("big-tree");
     std::fs::create_dir_all(&root).unwrap();
@@ -139,26 +165,10 @@ fn rss_of_big_tree(work: &Path) {
             std::io::Write::write_all(&mut out, &block).unwrap();
         }
     }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .arg("--rss-child")
-        .arg(&root)
-        .arg(work.join("big.img"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    match text.lines().find_map(|l| l.strip_prefix("RSS ")) {
-        Some(v) => {
-            let mut it = v.split(' ').map(|n| n.parse::<u64>().unwrap_or(0));
-            let (before, after) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
-            println!(
-                "peak RSS writing 1 GiB of file data: {:.1} MiB (tree loaded: {:.1} MiB)",
-                after as f64 / 1024.0,
-                before as f64 / 1024.0
-            );
-        }
-        None => println!("RSS child failed: {}", String::from_utf8_lossy(&out.stderr)),
-    }
-    let _ = std::fs::remove_file(work.join("big.img"));
+    report_rss(
+        "tree with 1 GiB of file data",
+        child_rss(&root, &work.join("big.img")),
+    );
 }
 
 fn main() {
@@ -228,6 +238,10 @@ fn main() {
         "  ratio imgbuild/mke2fs: {:.2} (scan+plan+write), {:.2} (with fsync, like for like)",
         t.as_secs_f64() / m.as_secs_f64(),
         s.as_secs_f64() / m.as_secs_f64()
+    );
+    report_rss(
+        "debootstrap tree",
+        child_rss(&root, &work.path().join("rss.img")),
     );
     rss_of_big_tree(work.path());
 }

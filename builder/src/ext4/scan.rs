@@ -10,6 +10,8 @@ use super::format::{BLOCK, BLOCK_SIZE};
 use crate::tree::{Content, ContentError};
 
 const CHUNK: usize = 1 << 20;
+/// Files up to this size are read without looking for holes first.
+const SMALL: u64 = 256 << 10;
 
 /// One file to scan.
 pub struct ScanJob<'a> {
@@ -82,9 +84,15 @@ pub fn scan_one(job: &ScanJob<'_>, buf: &mut [u8]) -> Result<Runs, ContentError>
         source,
     };
     let reader = job.content.open(job.size, &job.path)?;
-    // Data ranges widened to whole blocks and merged.
+    // Data ranges widened to whole blocks and merged. A small file is read whole: asking
+    // for its holes costs more system calls than reading them.
+    let ranges = if job.size <= SMALL {
+        vec![(0, job.size)]
+    } else {
+        reader.data_ranges().map_err(err)?
+    };
     let mut spans: Vec<(u64, u64)> = Vec::new();
-    for (s, e) in reader.data_ranges().map_err(err)? {
+    for (s, e) in ranges {
         let (bs, be) = (s / BLOCK_SIZE, e.min(job.size).div_ceil(BLOCK_SIZE));
         match spans.last_mut() {
             Some(last) if bs <= last.1 => last.1 = last.1.max(be),
