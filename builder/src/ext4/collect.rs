@@ -192,6 +192,17 @@ pub fn collect(tree: &Tree, ext4: bool, timestamp: i64) -> Result<Collected, Ext
                     child_path.push(b'/');
                 }
                 child_path.extend_from_slice(name);
+                let bad_name = name.is_empty()
+                    || name.len() > 255
+                    || &**name == b"."
+                    || &**name == b".."
+                    || name.iter().any(|&b| b == b'/' || b == 0);
+                if bad_name {
+                    return Err(unrepresentable(
+                        &child_path,
+                        "is not a valid directory entry name",
+                    ));
+                }
                 stack.push((*child, ino, child_path));
             }
         }

@@ -56,7 +56,7 @@ impl<'a> MetaWriter<'a> {
     }
 
     /// Writes the journal blocks; returns the journal inode.
-    pub(super) fn journal(&mut self) -> Result<Option<(InodeRecord, ())>, Ext4Error> {
+    pub(super) fn journal(&mut self) -> Result<Option<InodeRecord>, Ext4Error> {
         let plan = self.plan;
         let jb = plan.journal_blocks;
         if jb == 0 {
@@ -103,7 +103,7 @@ impl<'a> MetaWriter<'a> {
             file_acl: 0,
             time: plan.params.timestamp,
         };
-        Ok(Some((rec, ())))
+        Ok(Some(rec))
     }
 
     pub(super) fn node(&mut self, idx: usize, out: &mut [u8]) -> Result<(), Ext4Error> {

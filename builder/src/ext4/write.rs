@@ -144,7 +144,13 @@ pub fn write(
         return Err(mismatch("it has a different number of inodes"));
     }
     let name = image_name(file);
-    let end = offset + plan.size_bytes;
+    let end = offset
+        .checked_add(plan.size_bytes)
+        .ok_or_else(|| Ext4Error::Io {
+            image: name.clone(),
+            offset,
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        })?;
     let io_err = |source| Ext4Error::Io {
         image: name.clone(),
         offset: end,
@@ -234,8 +240,8 @@ fn write_metadata(tree: &Tree, plan: &Ext4Plan, out: &Output<'_>) -> Result<(), 
             inode::set_checksum(&mut t[at..at + isz], s, ino);
         }
     }
-    let journal_i_block = w.journal()?;
-    if let Some((rec, _)) = &journal_i_block {
+    let journal_inode = w.journal()?;
+    if let Some(rec) = &journal_inode {
         let (g, at) = slot(&mut tables, JOURNAL_INO);
         if let Some(t) = tables.get_mut(&g) {
             inode::encode(
@@ -274,7 +280,7 @@ fn write_metadata(tree: &Tree, plan: &Ext4Plan, out: &Output<'_>) -> Result<(), 
     table_writer.flush()?;
     w.small.flush()?;
     w.trees.flush()?;
-    let journal = journal_i_block.map(|(rec, _)| (rec.i_block, rec.size));
+    let journal = journal_inode.map(|rec| (rec.i_block, rec.size));
     group::write_groups(plan, out, seed, journal)
 }
 
