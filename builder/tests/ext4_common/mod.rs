@@ -73,12 +73,15 @@ pub fn dir_inode(m: Meta) -> Inode {
     Inode::new(m, Kind::empty_dir())
 }
 
-/// Plans and writes `tree` into a fresh sparse file; returns the plan and the path.
+/// Plans and writes `tree` into a fresh sparse file, checks it with e2fsck; returns the plan
+/// and the path.
 pub fn write_image(tree: &Tree, p: &Ext4Params, dir: &Path, name: &str) -> (Ext4Plan, PathBuf) {
     let plan = ext4::plan(tree, p).unwrap();
     let path = dir.join(name);
     let file = std::fs::File::create(&path).unwrap();
     ext4::write(tree, &plan, &file, 0, true, &|_| {}).unwrap();
+    drop(file);
+    e2fsck(&path);
     (plan, path)
 }
 
