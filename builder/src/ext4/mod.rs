@@ -3,8 +3,9 @@
 //! [`plan`] walks a [`Tree`], reads every file once to find its all-zero blocks (which become
 //! holes, so the image depends only on the content), and lays out the whole filesystem: group
 //! geometry, inode numbers in walk order, every block of every inode. [`write`] then produces the
-//! image from that plan: metadata in large sequential writes, file data streamed through bounded
-//! buffers by two threads. Nothing depends on the host or on time: UUID, hash seed and the
+//! image from that plan: metadata in large coalesced writes, file data copied by worker threads
+//! with `copy_file_range` (or through one bounded buffer where the kernel cannot), so memory does
+//! not grow with the data. Nothing depends on the host or on time: UUID, hash seed and the
 //! superblock timestamp are parameters; inode times come from the tree.
 //!
 //! Formats:
