@@ -237,7 +237,12 @@ fn every_kind_in_every_format() {
         assert_eq!(img.uuid(), UUID);
         assert_eq!(img.label(), "imgbuild-test");
         let list = img.list().unwrap();
-        let get = |p: &[u8]| list.iter().find(|e| e.path == p).unwrap_or_else(|| panic!("{} not listed", String::from_utf8_lossy(p))).clone();
+        let get = |p: &[u8]| {
+            list.iter()
+                .find(|e| e.path == p)
+                .unwrap_or_else(|| panic!("{} not listed", String::from_utf8_lossy(p)))
+                .clone()
+        };
         assert_eq!(get(b"/dev/nvme").rdev, Some((259, 300)));
         assert_eq!(get(b"/lost+found").ino, 11);
         assert_eq!(get(b"/").ino, 2);

@@ -196,10 +196,12 @@ fn empty_tree_and_superblock_parameters() {
         check_image(&mut t, &path);
     }
     let mut t = sample_tree();
-    t.insert(b"zeros", bytes_file(&[0u8; 8192], meta(0o644, 0, 0))).unwrap();
+    t.insert(b"zeros", bytes_file(&[0u8; 8192], meta(0o644, 0, 0)))
+        .unwrap();
     let mut tail = vec![0u8; 3 * 4096 + 10];
     tail[3 * 4096 + 9] = 1;
-    t.insert(b"tail", bytes_file(&tail, meta(0o644, 0, 0))).unwrap();
+    t.insert(b"tail", bytes_file(&tail, meta(0o644, 0, 0)))
+        .unwrap();
     let p = ext4::Ext4Params {
         reserved_percent: 5.0,
         journal_size: Some(8 << 20),
@@ -216,16 +218,37 @@ fn empty_tree_and_superblock_parameters() {
         .unwrap();
     let s = String::from_utf8_lossy(&out.stdout);
     let reserved = plan.blocks * 5 / 100;
-    assert!(s.contains(&format!("Reserved block count:     {reserved}\n")), "{s}");
+    assert!(
+        s.contains(&format!("Reserved block count:     {reserved}\n")),
+        "{s}"
+    );
     assert!(s.contains("Total journal blocks:     2048"), "{s}");
-    assert!(s.contains("Filesystem volume name:   sixteen-bytes-ok"), "{s}");
-    assert!(s.contains("Filesystem created:       Tue Nov 14 22:13:20 2023"), "{s}");
-    assert!(s.contains("Directory Hash Seed:      11111111-1111-1111-1111-111111111111"), "{s}");
-    assert!(s.contains("Filesystem UUID:          6e0c2b41-5d1a-4c3e-9a77-102030405060"), "{s}");
+    assert!(
+        s.contains("Filesystem volume name:   sixteen-bytes-ok"),
+        "{s}"
+    );
+    assert!(
+        s.contains("Filesystem created:       Tue Nov 14 22:13:20 2023"),
+        "{s}"
+    );
+    assert!(
+        s.contains("Directory Hash Seed:      11111111-1111-1111-1111-111111111111"),
+        "{s}"
+    );
+    assert!(
+        s.contains("Filesystem UUID:          6e0c2b41-5d1a-4c3e-9a77-102030405060"),
+        "{s}"
+    );
     let st = debugfs(&path, "stat /zeros");
-    assert!(st.contains("Blockcount: 0") && st.contains("Size: 8192"), "{st}");
+    assert!(
+        st.contains("Blockcount: 0") && st.contains("Size: 8192"),
+        "{st}"
+    );
     let st = debugfs(&path, "stat /tail");
     assert!(st.contains("Blockcount: 8") && st.contains("(3):"), "{st}");
-    let long = ext4::Ext4Params { label: "seventeen-bytes!!".into(), ..params(FsType::Ext4) };
+    let long = ext4::Ext4Params {
+        label: "seventeen-bytes!!".into(),
+        ..params(FsType::Ext4)
+    };
     assert!(matches!(ext4::plan(&t, &long), Err(Ext4Error::BadParam(_))));
 }
