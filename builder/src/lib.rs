@@ -10,6 +10,7 @@
 pub mod assemble;
 pub mod definition;
 pub mod disk;
+pub mod ext4;
 pub mod finish;
 pub mod image_io;
 pub mod kernel;
