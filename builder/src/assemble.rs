@@ -17,6 +17,15 @@ pub enum LayerError {
     /// Inline files or removals.
     #[error(transparent)]
     Files(#[from] sources::files::FilesError),
+    /// A tar archive.
+    #[error(transparent)]
+    Tar(#[from] sources::tar::TarError),
+    /// RPM packages.
+    #[error(transparent)]
+    Rpm(#[from] sources::rpm::RpmError),
+    /// Debian packages.
+    #[error(transparent)]
+    Deb(#[from] sources::deb::DebError),
     /// The layer itself is not usable.
     #[error("{0}")]
     Invalid(String),
@@ -109,10 +118,14 @@ fn apply_layer(tree: &mut Tree, layer: &LayerSpec, mtime: i64) -> Result<LayerRe
         sources::dir::apply(tree, dir, owner)?
     } else if let Some(files) = &layer.files {
         sources::files::apply(tree, files, mtime)?
-    } else if layer.tar.is_some() || layer.rpm.is_some() || layer.deb.is_some() {
-        return Err(LayerError::Invalid(
-            "tar, rpm and deb layers are not available in this build".into(),
-        ));
+    } else if let Some(tar) = &layer.tar {
+        sources::tar::apply(tree, tar, owner)?
+    } else if let Some(patterns) = &layer.rpm {
+        let packages = sources::rpm::expand_globs(patterns)?;
+        sources::rpm::apply(tree, &packages)?
+    } else if let Some(patterns) = &layer.deb {
+        let packages = sources::deb::expand_globs(patterns)?;
+        sources::deb::apply(tree, &packages)?
     } else {
         LayerReport::default()
     };

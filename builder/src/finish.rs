@@ -14,6 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use imgbuild_init::digest::{RootfsDigest, BUILD_INFO_PATH};
+use imgbuild_init::profile::Profile;
 use sha2::{Digest as _, Sha256};
 
 use crate::definition::Definition;
@@ -50,6 +51,9 @@ pub enum FinishError {
     /// Internal: a file was not hashed.
     #[error(transparent)]
     Unhashed(#[from] UnhashedFile),
+    /// The workload profile is unknown or invalid.
+    #[error("workloads: {0}")]
+    Profile(#[from] imgbuild_init::profile::ProfileError),
     /// A UUID in the definition is malformed.
     #[error("filesystem.{key} {value:?} is not a UUID (8-4-4-4-12 hex digits)")]
     BadUuid {
@@ -117,7 +121,7 @@ pub struct Finished {
 /// Where the init binary goes, and the profile file.
 pub const INIT_PATH: &str = "/sbin/imgbuild-init";
 /// The workload profile the guest reads.
-pub const PROFILE_PATH: &str = "/etc/imgbuild/profile.json";
+pub const PROFILE_PATH: &str = imgbuild_init::profile::PROFILE_PATH;
 
 /// Adds the build's own entries, hashes everything and derives UUID and digest.
 pub fn finish(mut tree: Tree, inputs: &FinishInputs<'_>) -> Result<Finished, FinishError> {
@@ -127,11 +131,7 @@ pub fn finish(mut tree: Tree, inputs: &FinishInputs<'_>) -> Result<Finished, Fin
         place(&mut tree, &path, text_file(&bytes, 0o644, inputs.mtime))?;
     }
     place_init(&mut tree, inputs)?;
-    let profile = serde_json::json!({
-        "profile": def.workloads.profile,
-        "profiles": def.workloads.profiles,
-    });
-    let profile = serde_json::to_vec_pretty(&profile).unwrap_or_default();
+    let profile = serde_json::to_vec_pretty(&chosen_profile(def)?).unwrap_or_default();
     place(
         &mut tree,
         PROFILE_PATH,
@@ -214,6 +214,26 @@ pub fn finish(mut tree: Tree, inputs: &FinishInputs<'_>) -> Result<Finished, Fin
         uuid,
         hash_seed,
     })
+}
+
+/// The profile the definition chooses: one of its own `[workloads.profiles.NAME]`, or a
+/// built-in one; validated here so that a bad profile fails the build, not the guest.
+fn chosen_profile(def: &Definition) -> Result<Profile, FinishError> {
+    let name = &def.workloads.profile;
+    match def.workloads.profiles.get(name) {
+        Some(table) => {
+            let mut value = serde_json::to_value(table).unwrap_or_default();
+            if let Some(map) = value.as_object_mut() {
+                map.entry("name")
+                    .or_insert_with(|| serde_json::Value::String(name.clone()));
+            }
+            Ok(Profile::from_value(
+                value,
+                &format!("workloads.profiles.{name}"),
+            )?)
+        }
+        None => Ok(Profile::builtin(name)?),
+    }
 }
 
 /// Places `inode` at `path`, following symlinked parent directories inside the tree

@@ -105,6 +105,45 @@ impl<R: ReadAt> ReadAt for Window<R> {
     }
 }
 
+/// A `Read + Seek` view of a [`ReadAt`] image, for readers written against streams.
+pub struct Cursor<R> {
+    inner: R,
+    pos: u64,
+}
+
+impl<R: ReadAt> Cursor<R> {
+    /// A cursor at offset 0.
+    pub fn new(inner: R) -> Cursor<R> {
+        Cursor { inner, pos: 0 }
+    }
+}
+
+impl<R: ReadAt> io::Read for Cursor<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: ReadAt> io::Seek for Cursor<R> {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        let base = match to {
+            io::SeekFrom::Start(p) => {
+                self.pos = p;
+                return Ok(p);
+            }
+            io::SeekFrom::End(d) => (self.inner.size()?, d),
+            io::SeekFrom::Current(d) => (self.pos, d),
+        };
+        self.pos = base
+            .0
+            .checked_add_signed(base.1)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek out of range"))?;
+        Ok(self.pos)
+    }
+}
+
 /// Size of a regular file, or of a block device (where metadata says 0).
 pub fn block_device_or_file_size(file: &File) -> io::Result<u64> {
     use std::os::unix::fs::FileTypeExt;
@@ -127,6 +166,18 @@ pub fn block_device_or_file_size(file: &File) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cursor_reads_and_seeks() {
+        use std::io::{Read, Seek, SeekFrom};
+        let data: Vec<u8> = (0..10u8).collect();
+        let mut c = Cursor::new(&data);
+        c.seek(SeekFrom::End(-3)).unwrap();
+        let mut buf = Vec::new();
+        c.read_to_end(&mut buf).unwrap();
+        assert_eq!(buf, [7, 8, 9]);
+        assert!(c.seek(SeekFrom::Current(-20)).is_err());
+    }
 
     #[test]
     fn window_reads_inside_only() {

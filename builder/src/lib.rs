@@ -7,7 +7,10 @@
 //! the packages.
 #![deny(missing_docs)]
 
+pub mod artefacts;
 pub mod assemble;
+pub mod build;
+pub mod collect;
 pub mod definition;
 pub mod disk;
 pub mod ext4;
@@ -21,4 +24,5 @@ pub mod run;
 pub mod sources;
 pub mod target;
 pub mod tree;
+pub mod verify;
 pub mod vmdk;

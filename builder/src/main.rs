@@ -1,5 +1,18 @@
-//! The `imgbuild` command line.
+//! The `imgbuild` command line: parses (clap), calls the library, maps errors to exit codes.
 
-fn main() {
-    println!("imgbuild {}", env!("CARGO_PKG_VERSION"));
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("imgbuild: {:#}", failure.error);
+            ExitCode::from(failure.code)
+        }
+    }
 }

@@ -75,13 +75,13 @@ pub enum KernelError {
         /// The package.
         origin: String,
     },
-    /// Kernel packages cannot be read yet in this build.
-    #[error("kernel package {path}: the {kind} reader is not wired into kernel resolution yet")]
-    PackageUnsupported {
+    /// A kernel package cannot be read.
+    #[error("kernel package {path}: {reason}")]
+    Package {
         /// The package.
         path: PathBuf,
-        /// "deb" or "rpm".
-        kind: &'static str,
+        /// What the package reader said.
+        reason: String,
     },
     /// Writing the initramfs failed.
     #[error("cannot write the initramfs: {0}")]
@@ -149,19 +149,24 @@ pub fn resolve(spec: Option<&KernelSpec>) -> Result<Kernel, KernelError> {
             "give one source: path/modules, deb or rpm".into(),
         ));
     }
-    if let Some(deb) = &spec.deb {
-        // The lead wires `crate::sources::deb::apply` in here: unpack into a Tree, then
-        // `from_tree(&tree, &deb.display().to_string())`.
-        return Err(KernelError::PackageUnsupported {
-            path: deb.clone(),
-            kind: "deb",
-        });
-    }
-    if let Some(rpm) = &spec.rpm {
-        return Err(KernelError::PackageUnsupported {
-            path: rpm.clone(),
-            kind: "rpm",
-        });
+    if let Some(package) = spec.deb.as_ref().or(spec.rpm.as_ref()) {
+        // Unpack the package into a tree of its own, as the package manager would into an
+        // empty root, and take the kernel and its modules from there.
+        let mut tree = Tree::new(crate::tree::Meta::root(0o755, 0));
+        let unpacked = if spec.deb.is_some() {
+            crate::sources::deb::apply(&mut tree, std::slice::from_ref(package))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        } else {
+            crate::sources::rpm::apply(&mut tree, std::slice::from_ref(package))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        unpacked.map_err(|reason| KernelError::Package {
+            path: package.clone(),
+            reason,
+        })?;
+        return from_tree(&tree, &package.display().to_string());
     }
     match (&spec.path, &spec.modules) {
         (Some(path), modules) => from_host_paths(path, modules.as_deref(), Path::new(HOST_MODULES)),

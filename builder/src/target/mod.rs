@@ -1,10 +1,19 @@
 //! Targets: one module per platform, each turning the one root filesystem into that platform's
 //! package. A new target is one new module and one `Target` variant.
 
+pub mod openvz;
+pub mod qemu;
+pub mod vmware;
 pub mod xen;
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+
+use crate::artefacts::{ArtefactError, Artefacts};
+use crate::definition::Definition;
+use crate::finish::{BootFiles, Finished};
+use crate::manifest::Role;
 
 /// A platform to package for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -43,6 +52,100 @@ impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// What a packager works from.
+pub struct PackageContext<'a> {
+    /// The definition.
+    pub definition: &'a Definition,
+    /// The finished tree, its digest and UUID.
+    pub finished: &'a Finished,
+    /// Kernel and initramfs, when the build has them.
+    pub boot: Option<&'a BootFiles>,
+    /// Shared images.
+    pub artefacts: &'a Artefacts<'a>,
+    /// The final output directory (for absolute paths in configs).
+    pub out_dir: &'a Path,
+    /// Where the Xen files will live on dom0 (`--xen-dir`).
+    pub xen_dir: Option<&'a Path>,
+    /// A real partition to write the filesystem to (`--device`).
+    pub device: Option<&'a Path>,
+}
+
+impl PackageContext<'_> {
+    /// The kernel command line every VM target shares, for `console`.
+    pub fn cmdline(&self, console: &str) -> String {
+        let uuid = crate::finish::format_uuid(&self.finished.uuid);
+        let mut line = format!("root=UUID={uuid} ro quiet panic=-1 console={console}");
+        if let Some(extra) = self
+            .definition
+            .kernel
+            .as_ref()
+            .and_then(|k| k.cmdline.as_ref())
+        {
+            line.push(' ');
+            line.push_str(extra);
+        }
+        line
+    }
+}
+
+/// One file a packager produced, relative to the output directory.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// What it is for.
+    pub role: Role,
+    /// Path relative to the output directory.
+    pub path: String,
+}
+
+/// A target that cannot be packaged.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// A shared image cannot be made.
+    #[error(transparent)]
+    Artefact(#[from] ArtefactError),
+    /// A VMDK cannot be written.
+    #[error(transparent)]
+    Vmdk(#[from] crate::vmdk::VmdkError),
+    /// A file cannot be written.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A definition value this target cannot use.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Turns the one root filesystem into one platform's package.
+pub trait Packager {
+    /// Writes the package into the staging directory and lists its files.
+    fn package(&self, cx: &PackageContext<'_>) -> Result<Vec<Output>, TargetError>;
+}
+
+/// The packager of a target.
+pub fn packager(target: Target) -> Box<dyn Packager> {
+    match target {
+        Target::Xen => Box::new(xen::Xen),
+        Target::Qemu => Box::new(qemu::Qemu),
+        Target::Vmware => Box::new(vmware::Vmware),
+        Target::Openvz => Box::new(openvz::Openvz),
+    }
+}
+
+/// Writes a small text file into the staging directory.
+pub(crate) fn write_text(
+    cx: &PackageContext<'_>,
+    relative: &str,
+    text: &str,
+) -> Result<(), TargetError> {
+    let path = cx.artefacts.staged(relative)?;
+    std::fs::write(&path, text).map_err(|source| TargetError::Io { path, source })
 }
 
 /// A target name that is not one of the known ones.

@@ -6,8 +6,93 @@
 //! the files will live in on dom0 (`--xen-dir`, default the output directory).
 
 use std::fmt::Write as _;
+use std::path::Path;
 
+use super::{write_text, Output, PackageContext, Packager, TargetError};
 use crate::definition::{XenBootloader, XenGuestType, XenSpec};
+use crate::manifest::Role;
+
+/// The Xen packager.
+pub struct Xen;
+
+impl Packager for Xen {
+    fn package(&self, cx: &PackageContext<'_>) -> Result<Vec<Output>, TargetError> {
+        let name = cx.artefacts.name();
+        let spec = &cx.definition.xen;
+        let dom0 = cx.xen_dir.unwrap_or(cx.out_dir).join("xen");
+        let on_dom0 = |file: &str| dom0.join(file).display().to_string();
+        let mut outputs = Vec::new();
+        let mut add = |role, path: String| outputs.push(Output { role, path });
+
+        let root_target =
+            match (cx.device, spec.bootloader) {
+                (Some(device), XenBootloader::Direct) => {
+                    cx.artefacts.write_to_device(device)?;
+                    device.display().to_string()
+                }
+                (Some(_), XenBootloader::Pygrub) => return Err(TargetError::Invalid(
+                    "--device writes a bare filesystem; bootloader = \"pygrub\" needs a whole disk"
+                        .into(),
+                )),
+                (None, XenBootloader::Direct) => {
+                    let file = format!("{name}.ext4");
+                    cx.artefacts
+                        .place(cx.artefacts.rootfs()?, &format!("xen/{file}"))?;
+                    add(Role::Rootfs, format!("xen/{file}"));
+                    on_dom0(&file)
+                }
+                (None, XenBootloader::Pygrub) => {
+                    let file = format!("{name}.disk");
+                    cx.artefacts
+                        .place(cx.artefacts.disk()?, &format!("xen/{file}"))?;
+                    add(Role::Disk, format!("xen/{file}"));
+                    on_dom0(&file)
+                }
+            };
+        let (mut kernel, mut ramdisk) = (String::new(), String::new());
+        if spec.bootloader == XenBootloader::Direct {
+            for (role, shared) in [
+                (Role::Kernel, cx.artefacts.kernel()?),
+                (Role::Initrd, cx.artefacts.initrd()?),
+            ] {
+                let file = file_name(shared);
+                cx.artefacts.place(shared, &format!("xen/{file}"))?;
+                add(role, format!("xen/{file}"));
+                if role == Role::Kernel {
+                    kernel = on_dom0(&file);
+                } else {
+                    ramdisk = on_dom0(&file);
+                }
+            }
+        }
+        let results = format!("{name}-results.img");
+        cx.artefacts
+            .results_disk(&format!("xen/{results}"), cx.definition.vm.results_disk.0)?;
+        add(Role::Results, format!("xen/{results}"));
+
+        let extra = cx.cmdline("hvc0");
+        let config = render_config(&XenConfig {
+            name,
+            spec,
+            memory: cx.definition.vm.memory,
+            vcpus: cx.definition.vm.vcpus,
+            kernel: &kernel,
+            ramdisk: &ramdisk,
+            extra: &extra,
+            root_target: &root_target,
+            results_target: &on_dom0(&results),
+        });
+        write_text(cx, &format!("xen/{name}.cfg"), &config)?;
+        add(Role::Config, format!("xen/{name}.cfg"));
+        Ok(outputs)
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
 
 /// What the xl config describes.
 #[derive(Debug, Clone)]

@@ -1,0 +1,311 @@
+//! The images several targets share, each made at most once per build: the bare filesystem
+//! image, the partitioned whole-disk image, kernel and initramfs copies, results disks.
+//!
+//! The filesystem is written once; the whole-disk image copies its data ranges in the kernel
+//! (copy_file_range) behind the MBR and GRUB; targets take hard links of the shared files into
+//! their own folders of the staging directory, so `--target all` costs one filesystem write.
+
+use std::cell::OnceCell;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::disk::{self, grub::GrubImages, mbr};
+use crate::ext4::{self, Ext4Plan};
+use crate::finish::{BootFiles, Finished};
+use crate::output::Staging;
+use crate::progress::Progress;
+use crate::tree::Content;
+
+/// A shared artefact that cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtefactError {
+    /// Writing the filesystem failed.
+    #[error(transparent)]
+    Ext4(#[from] ext4::Ext4Error),
+    /// The boot loader cannot be installed.
+    #[error(transparent)]
+    Grub(#[from] disk::grub::GrubError),
+    /// The partition table cannot be written.
+    #[error(transparent)]
+    Mbr(#[from] disk::mbr::MbrError),
+    /// The target device is not usable.
+    #[error(transparent)]
+    Device(#[from] disk::device::DeviceError),
+    /// A kernel is needed and the build has none.
+    #[error("this target boots a kernel, and the build has none (set [kernel] in the definition or install a kernel under /boot)")]
+    NoKernel,
+    /// File I/O.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ArtefactError + '_ {
+    move |source| ArtefactError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Shared images of one build.
+pub struct Artefacts<'a> {
+    finished: &'a Finished,
+    plan: &'a Ext4Plan,
+    boot: Option<&'a BootFiles>,
+    staging: &'a Staging,
+    progress: &'a Progress,
+    name: &'a str,
+    rootfs: OnceCell<PathBuf>,
+    disk: OnceCell<PathBuf>,
+    kernel: OnceCell<PathBuf>,
+    initrd: OnceCell<PathBuf>,
+}
+
+impl<'a> Artefacts<'a> {
+    /// Artefacts for the finished tree and its filesystem plan.
+    pub fn new(
+        name: &'a str,
+        finished: &'a Finished,
+        plan: &'a Ext4Plan,
+        boot: Option<&'a BootFiles>,
+        staging: &'a Staging,
+        progress: &'a Progress,
+    ) -> Artefacts<'a> {
+        Artefacts {
+            finished,
+            plan,
+            boot,
+            staging,
+            progress,
+            name,
+            rootfs: OnceCell::new(),
+            disk: OnceCell::new(),
+            kernel: OnceCell::new(),
+            initrd: OnceCell::new(),
+        }
+    }
+
+    fn shared(&self, file: &str) -> Result<PathBuf, ArtefactError> {
+        self.staging
+            .path(&format!(".shared/{file}"))
+            .map_err(|e| ArtefactError::Io {
+                path: e.path,
+                source: e.source,
+            })
+    }
+
+    /// The filesystem plan.
+    pub fn plan(&self) -> &Ext4Plan {
+        self.plan
+    }
+
+    /// The bare filesystem image (the Xen "loopback" disk).
+    pub fn rootfs(&self) -> Result<&Path, ArtefactError> {
+        if let Some(p) = self.rootfs.get() {
+            return Ok(p);
+        }
+        let path = self.shared(&format!("{}.ext4", self.name))?;
+        let file = File::create(&path).map_err(io_at(&path))?;
+        self.write_fs(&file, 0, true)?;
+        file.sync_all().map_err(io_at(&path))?;
+        Ok(self.rootfs.get_or_init(|| path))
+    }
+
+    fn write_fs(&self, file: &File, offset: u64, zeroed: bool) -> Result<(), ArtefactError> {
+        let bar = self
+            .progress
+            .bytes("filesystem", self.plan.used_blocks * 4096);
+        ext4::write(&self.finished.tree, self.plan, file, offset, zeroed, &|n| {
+            bar.inc(n)
+        })?;
+        bar.finish_and_clear();
+        Ok(())
+    }
+
+    /// Writes the filesystem straight onto a block device (after the safety checks).
+    pub fn write_to_device(&self, device: &Path) -> Result<(), ArtefactError> {
+        let (file, _) = disk::device::open_device(device, self.plan.size_bytes, false)?;
+        self.write_fs(&file, 0, false)?;
+        file.sync_all().map_err(io_at(device))
+    }
+
+    /// The whole-disk image: MBR with one partition at 1 MiB holding the filesystem, and GRUB
+    /// in the gap when the build has a kernel (so the disk boots on its own).
+    pub fn disk(&self) -> Result<&Path, ArtefactError> {
+        if let Some(p) = self.disk.get() {
+            return Ok(p);
+        }
+        let path = self.shared(&format!("{}.raw", self.name))?;
+        let layout = mbr::layout(self.plan.size_bytes);
+        let file = File::create(&path).map_err(io_at(&path))?;
+        file.set_len(layout.disk_bytes).map_err(io_at(&path))?;
+        let signature = u32::from_le_bytes([
+            self.finished.uuid[0],
+            self.finished.uuid[1],
+            self.finished.uuid[2],
+            self.finished.uuid[3],
+        ]);
+        if self.boot.is_some() {
+            let grub = GrubImages::from_host()?;
+            disk::grub::install(&file, &layout, signature, &grub)?;
+        } else {
+            mbr::write_mbr(&file, &layout, signature, None)?;
+        }
+        match self.rootfs.get() {
+            Some(rootfs) => {
+                copy_data(rootfs, &file, layout.partition_start).map_err(io_at(&path))?
+            }
+            None => self.write_fs(&file, layout.partition_start, true)?,
+        }
+        file.sync_all().map_err(io_at(&path))?;
+        Ok(self.disk.get_or_init(|| path))
+    }
+
+    /// The kernel image, copied out of the tree's source.
+    pub fn kernel(&self) -> Result<&Path, ArtefactError> {
+        if let Some(p) = self.kernel.get() {
+            return Ok(p);
+        }
+        let boot = self.boot.ok_or(ArtefactError::NoKernel)?;
+        let path = self.shared(&format!("vmlinuz-{}", boot.version))?;
+        let reader = boot
+            .kernel
+            .content
+            .open(boot.kernel.size, &boot.kernel_path())
+            .map_err(|e| ArtefactError::Io {
+                path: path.clone(),
+                source: e.source,
+            })?;
+        let mut bytes = vec![0u8; boot.kernel.size as usize];
+        reader.read_exact_at(&mut bytes, 0).map_err(io_at(&path))?;
+        fs::write(&path, bytes).map_err(io_at(&path))?;
+        Ok(self.kernel.get_or_init(|| path))
+    }
+
+    /// The initramfs.
+    pub fn initrd(&self) -> Result<&Path, ArtefactError> {
+        if let Some(p) = self.initrd.get() {
+            return Ok(p);
+        }
+        let boot = self.boot.ok_or(ArtefactError::NoKernel)?;
+        let path = self.shared(&format!("initrd.img-{}", boot.version))?;
+        fs::write(&path, &boot.initrd).map_err(io_at(&path))?;
+        Ok(self.initrd.get_or_init(|| path))
+    }
+
+    /// The staging path for the output `relative` (parents created).
+    pub fn staged(&self, relative: &str) -> Result<PathBuf, ArtefactError> {
+        self.staging.path(relative).map_err(|e| ArtefactError::Io {
+            path: e.path,
+            source: e.source,
+        })
+    }
+
+    /// The image name.
+    pub fn name(&self) -> &str {
+        self.name
+    }
+
+    /// A fresh, empty results disk at `relative` in the staging directory.
+    pub fn results_disk(&self, relative: &str, size: u64) -> Result<PathBuf, ArtefactError> {
+        let path = self.staging.path(relative).map_err(|e| ArtefactError::Io {
+            path: e.path,
+            source: e.source,
+        })?;
+        imgbuild_init::results::create_results_image(&path, size, self.name, self.finished.digest)
+            .map_err(io_at(&path))?;
+        Ok(path)
+    }
+
+    /// Puts a shared file at `relative` in the staging directory (a hard link; a copy where
+    /// links are impossible).
+    pub fn place(&self, shared: &Path, relative: &str) -> Result<PathBuf, ArtefactError> {
+        let dest = self.staging.path(relative).map_err(|e| ArtefactError::Io {
+            path: e.path,
+            source: e.source,
+        })?;
+        if fs::hard_link(shared, &dest).is_err() {
+            let src = File::open(shared).map_err(io_at(shared))?;
+            let out = File::create(&dest).map_err(io_at(&dest))?;
+            out.set_len(src.metadata().map_err(io_at(shared))?.len())
+                .map_err(io_at(&dest))?;
+            copy_data(shared, &out, 0).map_err(io_at(&dest))?;
+        }
+        Ok(dest)
+    }
+}
+
+/// Content of a host file as a tree content (for reading a file's data ranges).
+fn data_ranges(path: &Path) -> io::Result<Vec<(u64, u64)>> {
+    let len = fs::metadata(path)?.len();
+    let content = Content::HostFile(std::sync::Arc::from(path));
+    let reader = content
+        .open(len, &path.display().to_string())
+        .map_err(|e| e.source)?;
+    reader.data_ranges()
+}
+
+/// Copies the data ranges of `src` into `dest` at `offset`, in the kernel; holes stay holes.
+fn copy_data(src: &Path, dest: &File, offset: u64) -> io::Result<()> {
+    let input = File::open(src)?;
+    for (start, end) in data_ranges(src)? {
+        let mut in_off = start as i64;
+        let mut out_off = (offset + start) as i64;
+        let mut left = (end - start) as usize;
+        while left > 0 {
+            // SAFETY: valid descriptors; the offsets are plain integers the kernel updates.
+            let n = unsafe {
+                libc::copy_file_range(
+                    input.as_raw_fd(),
+                    &mut in_off,
+                    dest.as_raw_fd(),
+                    &mut out_off,
+                    left,
+                    0,
+                )
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{} ended early", src.display()),
+                ));
+            }
+            left -= n as usize;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_keeps_holes_and_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let f = File::create(&src).unwrap();
+        f.set_len(8 << 20).unwrap();
+        std::os::unix::fs::FileExt::write_at(&f, b"head", 0).unwrap();
+        std::os::unix::fs::FileExt::write_at(&f, b"tail", (8 << 20) - 4).unwrap();
+        let dest_path = dir.path().join("dest");
+        let dest = File::create(&dest_path).unwrap();
+        dest.set_len((8 << 20) + 4096).unwrap();
+        copy_data(&src, &dest, 4096).unwrap();
+        let bytes = fs::read(&dest_path).unwrap();
+        assert_eq!(&bytes[4096..4100], b"head");
+        assert_eq!(&bytes[bytes.len() - 4..], b"tail");
+        use std::os::unix::fs::MetadataExt;
+        assert!(fs::metadata(&dest_path).unwrap().blocks() * 512 < 1 << 20);
+    }
+}

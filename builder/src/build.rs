@@ -1,0 +1,350 @@
+//! `imgbuild build`: the whole pipeline for one definition and a set of targets.
+//!
+//! definition → layers → finished tree (digest, UUID) → filesystem plan → each target's package
+//! in a staging directory → manifest → rename into place. The filesystem is written once and
+//! shared; nothing reaches the output directory unless every step succeeded.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::artefacts::Artefacts;
+use crate::assemble::{assemble, AssembleError};
+use crate::definition::{Definition, LayerSpec, LoadedDefinition};
+use crate::disk::grub;
+use crate::ext4::{self, Ext4Params};
+use crate::finish::{finish, format_uuid, BootFiles, FinishError, FinishInputs};
+use crate::kernel::{self, elf_check, initramfs::InitramfsOptions, KernelError, KernelFile};
+use crate::manifest::{
+    file_sha256, FilesystemInfo, Manifest, ManifestFile, TargetFiles, MANIFEST_NAME,
+};
+use crate::output::{OutputError, Staging};
+use crate::progress::Progress;
+use crate::target::{packager, PackageContext, Target, TargetError};
+use crate::tree::{Content, FileData};
+
+/// Time stamped on generated entries when neither SOURCE_DATE_EPOCH nor the definition sets
+/// one (2026-01-01T00:00:00Z): a fixed value keeps builds reproducible.
+pub const DEFAULT_EPOCH: i64 = 1_767_225_600;
+
+/// What to build, besides the definition.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Targets to package.
+    pub targets: Vec<Target>,
+    /// Output directory; `out/<image name>` when absent.
+    pub out_dir: Option<PathBuf>,
+    /// Layers from `--layer`, applied after the definition's.
+    pub extra_layers: Vec<LayerSpec>,
+    /// The init binary (`--init`); found next to the imgbuild binary when absent.
+    pub init: Option<PathBuf>,
+    /// Write the filesystem to this block device (`--device`).
+    pub device: Option<PathBuf>,
+    /// Where the Xen files will live on dom0 (`--xen-dir`).
+    pub xen_dir: Option<PathBuf>,
+    /// No progress output.
+    pub quiet: bool,
+}
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// SOURCE_DATE_EPOCH is not a number.
+    #[error("SOURCE_DATE_EPOCH={0:?} is not a number of seconds")]
+    BadEpoch(String),
+    /// A layer failed.
+    #[error(transparent)]
+    Assemble(#[from] AssembleError),
+    /// The kernel or initramfs.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    /// The init binary.
+    #[error(transparent)]
+    Init(#[from] elf_check::ElfCheckError),
+    /// The finishing step.
+    #[error(transparent)]
+    Finish(#[from] FinishError),
+    /// Planning the filesystem.
+    #[error(transparent)]
+    Ext4(#[from] ext4::Ext4Error),
+    /// A boot loader config.
+    #[error(transparent)]
+    Grub(#[from] grub::GrubError),
+    /// A target.
+    #[error("target {target}: {source}")]
+    Target {
+        /// Which.
+        target: Target,
+        /// Why.
+        #[source]
+        source: TargetError,
+    },
+    /// Writing outputs.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+}
+
+impl BuildError {
+    /// 2 for bad input (the user can fix it), 1 for failures of the tool or its environment.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            BuildError::Output(_) => 1,
+            BuildError::Ext4(ext4::Ext4Error::Io { .. }) => 1,
+            BuildError::Target {
+                source: TargetError::Io { .. },
+                ..
+            } => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// The result of a build.
+#[derive(Debug)]
+pub struct BuildOutput {
+    /// The manifest written.
+    pub manifest: Manifest,
+    /// Where.
+    pub out_dir: PathBuf,
+}
+
+fn epochs(def: &Definition) -> Result<(i64, Option<i64>), BuildError> {
+    let clamp = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(text) => Some(
+            text.trim()
+                .parse::<i64>()
+                .map_err(|_| BuildError::BadEpoch(text.clone()))?,
+        ),
+        Err(_) => def.source_date_epoch,
+    };
+    Ok((clamp.unwrap_or(DEFAULT_EPOCH), clamp))
+}
+
+/// Builds `loaded` for `options.targets`.
+pub fn build(loaded: &LoadedDefinition, options: &BuildOptions) -> Result<BuildOutput, BuildError> {
+    let progress = Progress::new(options.quiet);
+    let mut def = loaded.definition.clone();
+    def.layers.extend(options.extra_layers.iter().cloned());
+    let (mtime, clamp) = epochs(&def)?;
+
+    let init = elf_check::locate_init(options.init.as_deref())?;
+    elf_check::check_static_executable(&init, elf_check::EM_X86_64)?;
+
+    let needs_kernel = options.targets.iter().any(|t| t.needs_kernel());
+    let kernel = match kernel::resolve(def.kernel.as_ref()) {
+        Ok(k) => Some(k),
+        Err(e) if def.kernel.is_none() && !needs_kernel => {
+            progress.log(format!("no kernel in this image: {e}"));
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let boot = match &kernel {
+        Some(k) => {
+            let drivers = def.kernel.as_ref().and_then(|s| s.drivers.as_deref());
+            let mut initrd = Vec::new();
+            let report = kernel::build_initramfs_with(
+                k,
+                &InitramfsOptions {
+                    drivers,
+                    init: &init,
+                    mtime: u32::try_from(mtime.max(0)).unwrap_or(u32::MAX),
+                    compression: kernel::initramfs::Compression::Gzip,
+                    machine: elf_check::EM_X86_64,
+                },
+                &mut initrd,
+            )?;
+            progress.log(format!(
+                "kernel {} ({}), initramfs {} KiB with {} modules{}",
+                k.version,
+                k.image.label(),
+                initrd.len() / 1024,
+                report.modules.len(),
+                if report.missing.is_empty() {
+                    String::new()
+                } else {
+                    format!("; not in this kernel: {}", report.missing.join(", "))
+                }
+            ));
+            let kernel_file = match &k.image {
+                KernelFile::Host(path) => FileData {
+                    size: k.image.size().map_err(KernelError::from)?,
+                    content: Content::HostFile(Arc::from(path.as_path())),
+                    sha256: None,
+                },
+                KernelFile::Tree { size, content, .. } => FileData {
+                    size: *size,
+                    content: content.clone(),
+                    sha256: None,
+                },
+            };
+            Some(BootFiles {
+                version: k.version.clone(),
+                kernel: kernel_file,
+                initrd: Arc::from(initrd),
+            })
+        }
+        None => None,
+    };
+
+    let out_dir = options
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("out").join(&def.name));
+    let staging = Staging::new(&out_dir)?;
+
+    let assembled = assemble(&def, mtime, &progress)?;
+    let cmdline_extra = def
+        .kernel
+        .as_ref()
+        .and_then(|k| k.cmdline.clone())
+        .unwrap_or_default();
+    let grub_error = std::cell::RefCell::new(None);
+    let uuid_files = |uuid: &str| -> Vec<(String, Vec<u8>)> {
+        let Some(boot) = &boot else {
+            return Vec::new();
+        };
+        let line = format!("ro quiet panic=-1 console=ttyS0 {cmdline_extra}");
+        let files = grub::grub_cfg(uuid, &boot.kernel_path(), &boot.initrd_path(), line.trim())
+            .and_then(|cfg| {
+                let legacy = grub::menu_lst(
+                    uuid,
+                    &boot.kernel_path(),
+                    &boot.initrd_path(),
+                    format!("ro quiet panic=-1 console=hvc0 {cmdline_extra}").trim(),
+                )?;
+                Ok(vec![
+                    ("/boot/grub/grub.cfg".to_string(), cfg.into_bytes()),
+                    ("/boot/grub/menu.lst".to_string(), legacy.into_bytes()),
+                ])
+            });
+        files.unwrap_or_else(|e| {
+            grub_error.borrow_mut().get_or_insert(e);
+            Vec::new()
+        })
+    };
+    let finished = finish(
+        assembled.tree,
+        &FinishInputs {
+            definition: &def,
+            init_binary: &init,
+            boot: boot.as_ref(),
+            uuid_files: &uuid_files,
+            mtime,
+            clamp,
+        },
+    )?;
+    if let Some(e) = grub_error.into_inner() {
+        return Err(e.into());
+    }
+    progress.log(format!("rootfs digest {}", finished.digest));
+
+    let fs = &def.filesystem;
+    let plan = ext4::plan(
+        &finished.tree,
+        &Ext4Params {
+            fs_type: fs.fs,
+            size: fs.size,
+            free: fs.free,
+            inode_ratio: fs.inode_ratio,
+            label: fs.label.clone(),
+            uuid: finished.uuid,
+            hash_seed: finished.hash_seed,
+            reserved_percent: fs.reserved_percent,
+            journal_size: fs.journal_size.map(|s| s.0),
+            timestamp: mtime,
+        },
+    )?;
+
+    let artefacts = Artefacts::new(
+        &def.name,
+        &finished,
+        &plan,
+        boot.as_ref(),
+        &staging,
+        &progress,
+    );
+    let cx = PackageContext {
+        definition: &def,
+        finished: &finished,
+        boot: boot.as_ref(),
+        artefacts: &artefacts,
+        out_dir: staging.out_dir(),
+        xen_dir: options.xen_dir.as_deref(),
+        device: options.device.as_deref(),
+    };
+    let mut targets = BTreeMap::new();
+    let mut hashes: HashMap<(u64, u64), String> = HashMap::new();
+    for target in &options.targets {
+        let spinner = progress.spinner(target.name());
+        let outputs = packager(*target)
+            .package(&cx)
+            .map_err(|source| BuildError::Target {
+                target: *target,
+                source,
+            })?;
+        let mut files = Vec::new();
+        for output in outputs {
+            let staged = staging.path(&output.path)?;
+            let sha256 = hash_once(&staged, &mut hashes).map_err(|source| OutputError {
+                path: staged.clone(),
+                source,
+            })?;
+            files.push(ManifestFile {
+                role: output.role,
+                path: output.path,
+                sha256,
+            });
+        }
+        spinner.finish_and_clear();
+        progress.log(format!("{target}: {} files", files.len()));
+        targets.insert(target.name().to_string(), TargetFiles { files });
+    }
+
+    let manifest = Manifest {
+        image: def.name.clone(),
+        rootfs_digest: finished.digest,
+        targets,
+        filesystem: Some(FilesystemInfo {
+            fs_type: fs.fs.name().to_string(),
+            uuid: format_uuid(&finished.uuid),
+            size: plan.size_bytes,
+        }),
+        packages: assembled
+            .reports
+            .iter()
+            .flat_map(|(_, r)| r.packages.iter().map(|p| p.nevra.clone()))
+            .collect(),
+        kernel: kernel.as_ref().map(|k| k.version.clone()),
+        imgbuild_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let shared = staging.stage_dir().join(".shared");
+    if shared.exists() {
+        std::fs::remove_dir_all(&shared).map_err(|source| OutputError {
+            path: shared.clone(),
+            source,
+        })?;
+    }
+    let manifest_path = staging.path(MANIFEST_NAME)?;
+    let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+    std::fs::write(&manifest_path, text).map_err(|source| OutputError {
+        path: manifest_path.clone(),
+        source,
+    })?;
+    let out_dir = staging.out_dir().to_path_buf();
+    staging.commit(MANIFEST_NAME)?;
+    Ok(BuildOutput { manifest, out_dir })
+}
+
+/// sha256 of a file, computed once per inode (targets share files through hard links).
+fn hash_once(path: &Path, cache: &mut HashMap<(u64, u64), String>) -> std::io::Result<String> {
+    let meta = std::fs::metadata(path)?;
+    let key = (meta.dev(), meta.ino());
+    if let Some(h) = cache.get(&key) {
+        return Ok(h.clone());
+    }
+    let h = file_sha256(path)?;
+    cache.insert(key, h.clone());
+    Ok(h)
+}

@@ -1,0 +1,210 @@
+//! The VMware package: the partitioned disk as VMDKs (monolithicSparse for the hosted products,
+//! streamOptimized for OVF import into ESXi, monolithicFlat for ESXi itself), a results disk as
+//! a VMDK, and the `.vmx`.
+//!
+//! VMware has no direct kernel boot, so the disk boots on its own through GRUB (installed by the
+//! shared disk image) with the kernel and initramfs under /boot of the root filesystem.
+
+use std::fmt::Write as _;
+use std::fs::File;
+
+use super::{write_text, Output, PackageContext, Packager, TargetError};
+use crate::definition::{NicModel, ScsiAdapter, VmdkFormat, VmwareSpec};
+use crate::manifest::Role;
+use crate::vmdk::{write_vmdk, VmdkOptions};
+
+/// virtualHW.version values VMware products know (ESX 3.5 = 4 … ESXi 8 = 21).
+pub const HW_VERSIONS: [u32; 14] = [4, 7, 8, 9, 10, 11, 13, 14, 15, 17, 18, 19, 20, 21];
+
+/// The VMware packager.
+pub struct Vmware;
+
+fn vmdk_name(name: &str, format: VmdkFormat) -> String {
+    match format {
+        VmdkFormat::MonolithicSparse => format!("{name}.vmdk"),
+        VmdkFormat::StreamOptimized => format!("{name}-stream.vmdk"),
+        VmdkFormat::MonolithicFlat => format!("{name}-esx.vmdk"),
+    }
+}
+
+impl Packager for Vmware {
+    fn package(&self, cx: &PackageContext<'_>) -> Result<Vec<Output>, TargetError> {
+        let spec = &cx.definition.vmware;
+        check_spec(spec, cx.definition.vm.memory)?;
+        if cx.boot.is_none() {
+            return Err(crate::artefacts::ArtefactError::NoKernel.into());
+        }
+        let name = cx.artefacts.name();
+        let disk_path = cx.artefacts.disk()?;
+        let raw = File::open(disk_path).map_err(|source| TargetError::Io {
+            path: disk_path.to_path_buf(),
+            source,
+        })?;
+        let mut options = VmdkOptions::new(&cx.finished.digest.0, spec.adapter);
+        options.hw_version = 4;
+        let mut outputs = Vec::new();
+        for format in &spec.formats {
+            let file = vmdk_name(name, *format);
+            let dest = cx.artefacts.staged(&format!("vmware/{file}"))?;
+            for written in write_vmdk(&raw, *format, &dest, &options)? {
+                let file = written
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                outputs.push(Output {
+                    role: Role::Disk,
+                    path: format!("vmware/{file}"),
+                });
+            }
+        }
+        // The results disk: a raw results image converted to a hosted sparse VMDK.
+        let results_raw = cx
+            .artefacts
+            .results_disk(".shared/results.img", cx.definition.vm.results_disk.0)?;
+        let raw_results = File::open(&results_raw).map_err(|source| TargetError::Io {
+            path: results_raw.clone(),
+            source,
+        })?;
+        let results = format!("{name}-results.vmdk");
+        let dest = cx.artefacts.staged(&format!("vmware/{results}"))?;
+        let results_options = VmdkOptions::new(b"imgbuild results disk", spec.adapter);
+        write_vmdk(
+            &raw_results,
+            VmdkFormat::MonolithicSparse,
+            &dest,
+            &results_options,
+        )?;
+        outputs.push(Output {
+            role: Role::Results,
+            path: format!("vmware/{results}"),
+        });
+
+        let root_disk = spec
+            .formats
+            .iter()
+            .find(|f| **f != VmdkFormat::StreamOptimized)
+            .map(|f| vmdk_name(name, *f))
+            .ok_or_else(|| {
+                TargetError::Invalid(
+                    "vmware.formats needs monolithicSparse or monolithicFlat for the .vmx to run (streamOptimized is for import only)".into(),
+                )
+            })?;
+        let vmx = render_vmx(
+            name,
+            spec,
+            cx.definition.vm.memory,
+            cx.definition.vm.vcpus,
+            &root_disk,
+            &results,
+        );
+        write_text(cx, &format!("vmware/{name}.vmx"), &vmx)?;
+        outputs.push(Output {
+            role: Role::Config,
+            path: format!("vmware/{name}.vmx"),
+        });
+        Ok(outputs)
+    }
+}
+
+/// Refuses values VMware would reject, naming the allowed ones.
+pub fn check_spec(spec: &VmwareSpec, memory: u32) -> Result<(), TargetError> {
+    if !HW_VERSIONS.contains(&spec.hw_version) {
+        let allowed: Vec<String> = HW_VERSIONS.iter().map(u32::to_string).collect();
+        return Err(TargetError::Invalid(format!(
+            "vmware.hw_version {} is not a VMware virtual hardware version; use one of {}",
+            spec.hw_version,
+            allowed.join(", ")
+        )));
+    }
+    if spec.formats.is_empty() {
+        return Err(TargetError::Invalid(
+            "vmware.formats is empty; use monolithicSparse, streamOptimized and/or monolithicFlat"
+                .into(),
+        ));
+    }
+    if memory % 4 != 0 {
+        return Err(TargetError::Invalid(format!(
+            "vm.memory {memory} must be a multiple of 4 MiB for VMware"
+        )));
+    }
+    Ok(())
+}
+
+/// The `.vmx` text.
+pub fn render_vmx(
+    name: &str,
+    spec: &VmwareSpec,
+    memory: u32,
+    vcpus: u32,
+    root_disk: &str,
+    results_disk: &str,
+) -> String {
+    let scsi = match spec.adapter {
+        ScsiAdapter::Pvscsi => "pvscsi",
+        ScsiAdapter::Lsilogic => "lsilogic",
+        ScsiAdapter::Lsisas1068 => "lsisas1068",
+    };
+    let nic = match spec.nic {
+        NicModel::Vmxnet3 => "vmxnet3",
+        NicModel::E1000 => "e1000",
+    };
+    let mut t = String::new();
+    let mut kv = |k: &str, v: &str| {
+        let _ = writeln!(t, "{k} = \"{}\"", v.replace('"', "|22"));
+    };
+    kv(".encoding", "UTF-8");
+    kv("config.version", "8");
+    kv("virtualHW.version", &spec.hw_version.to_string());
+    kv("displayName", name);
+    kv("guestOS", &spec.guest_os);
+    kv("memsize", &memory.to_string());
+    kv("numvcpus", &vcpus.to_string());
+    kv("firmware", "bios");
+    kv("scsi0.present", "TRUE");
+    kv("scsi0.virtualDev", scsi);
+    kv("scsi0:0.present", "TRUE");
+    kv("scsi0:0.fileName", root_disk);
+    kv("scsi0:1.present", "TRUE");
+    kv("scsi0:1.fileName", results_disk);
+    kv("ethernet0.present", "TRUE");
+    kv("ethernet0.virtualDev", nic);
+    kv("ethernet0.connectionType", "nat");
+    kv("ethernet0.addressType", "generated");
+    kv("serial0.present", "TRUE");
+    kv("serial0.fileType", "file");
+    kv("serial0.fileName", &format!("{name}-console.log"));
+    kv("serial0.yieldOnMsrRead", "TRUE");
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vmx_has_the_devices() {
+        let spec = VmwareSpec::default();
+        let text = render_vmx("m", &spec, 512, 2, "m.vmdk", "m-results.vmdk");
+        for line in [
+            "virtualHW.version = \"13\"",
+            "scsi0.virtualDev = \"pvscsi\"",
+            "scsi0:1.fileName = \"m-results.vmdk\"",
+            "ethernet0.virtualDev = \"vmxnet3\"",
+            "serial0.fileName = \"m-console.log\"",
+            "memsize = \"512\"",
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_allowed_ones() {
+        let spec = VmwareSpec {
+            hw_version: 12,
+            ..VmwareSpec::default()
+        };
+        let e = check_spec(&spec, 512).unwrap_err().to_string();
+        assert!(e.contains("4, 7, 8"), "{e}");
+        assert!(check_spec(&VmwareSpec::default(), 510).is_err());
+    }
+}
