@@ -6,7 +6,6 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -221,7 +220,7 @@ fn copy_piece(
     };
     let mut done = 0u64;
     while *kernel_copy && done < len {
-        match copy_file_range(
+        match crate::image_io::copy_file_range(
             file,
             base + start + done,
             out.file,
@@ -268,30 +267,6 @@ fn copy_piece(
         done += n as u64;
     }
     Ok(())
-}
-
-fn copy_file_range(src: &File, src_at: u64, dst: &File, dst_at: u64, len: u64) -> io::Result<u64> {
-    let mut off_in =
-        i64::try_from(src_at).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let mut off_out =
-        i64::try_from(dst_at).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let len = usize::try_from(len.min(1 << 30)).unwrap_or(1 << 30);
-    // SAFETY: both descriptors are open for the call; the offsets are valid pointers to locals.
-    let r = unsafe {
-        libc::copy_file_range(
-            src.as_raw_fd(),
-            &mut off_in,
-            dst.as_raw_fd(),
-            &mut off_out,
-            len,
-            0,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r as u64)
-    }
 }
 
 #[cfg(test)]

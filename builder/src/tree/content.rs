@@ -6,7 +6,6 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -173,29 +172,16 @@ impl ContentReader<'_> {
     /// zeros. Found with SEEK_DATA/SEEK_HOLE, so a 10 GiB sparse file costs nothing to skip.
     /// Filesystems without hole reporting give one range covering everything.
     pub fn data_ranges(&self) -> io::Result<Vec<(u64, u64)>> {
-        let (fd, base) = match &self.source {
+        let (file, base) = match &self.source {
             Source::Bytes(_) => return Ok(whole(self.len)),
-            Source::Owned(file) => (file.as_raw_fd(), 0),
-            Source::Shared(file, base) => (file.as_raw_fd(), *base),
+            Source::Owned(file) => (file, 0),
+            Source::Shared(file, base) => (*file, *base),
         };
-        let end = base + self.len;
-        let mut ranges = Vec::new();
-        let mut pos = base;
-        while pos < end {
-            let data = match seek(fd, pos, libc::SEEK_DATA) {
-                Ok(d) => d,
-                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break,
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(whole(self.len)),
-                Err(e) => return Err(e),
-            };
-            if data >= end {
-                break;
-            }
-            let hole = seek(fd, data, libc::SEEK_HOLE)?.min(end);
-            ranges.push((data - base, hole - base));
-            pos = hole;
-        }
-        Ok(ranges)
+        let ranges = crate::image_io::data_ranges(file, base, base + self.len)?;
+        Ok(ranges
+            .into_iter()
+            .map(|(s, e)| (s - base, e - base))
+            .collect())
     }
 }
 
@@ -204,18 +190,6 @@ fn whole(len: u64) -> Vec<(u64, u64)> {
         Vec::new()
     } else {
         vec![(0, len)]
-    }
-}
-
-fn seek(fd: i32, offset: u64, whence: i32) -> io::Result<u64> {
-    let offset = i64::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: lseek on a valid descriptor has no memory effects. The shared descriptor's offset
-    // moves, which is harmless: every read here is positional.
-    let r = unsafe { libc::lseek(fd, offset, whence) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r as u64)
     }
 }
 
