@@ -154,18 +154,7 @@ impl ContentReader<'_> {
 
     /// Fills `buf` from `offset`; a short source is an error (the file was truncated).
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let mut done = 0;
-        while done < buf.len() {
-            let n = self.read_at(&mut buf[done..], offset + done as u64)?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("content ends early at byte {}", offset + done as u64),
-                ));
-            }
-            done += n;
-        }
-        Ok(())
+        crate::image_io::ReadAt::read_exact_at(self, buf, offset)
     }
 
     /// The ranges `(start, end)` that may hold data; everything else is a hole and reads as
@@ -182,6 +171,16 @@ impl ContentReader<'_> {
             .into_iter()
             .map(|(s, e)| (s - base, e - base))
             .collect())
+    }
+}
+
+impl crate::image_io::ReadAt for ContentReader<'_> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        ContentReader::read_at(self, buf, offset)
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.len)
     }
 }
 
