@@ -11,8 +11,22 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("imgbuild: {:#}", failure.error);
+            eprintln!("imgbuild: {}", message(&failure.error));
             ExitCode::from(failure.code)
         }
     }
+}
+
+/// The error with its causes, each cause added only when the text so far does not already
+/// say it (most of our messages name their source themselves).
+fn message(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
