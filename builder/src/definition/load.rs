@@ -119,7 +119,7 @@ pub fn load(path: Option<&Path>, sets: &[SetArg]) -> Result<LoadedDefinition, De
                 if deserialize(&text, &source).is_err() {
                     return Err(DefinitionError::BadSet {
                         arg: set.to_string(),
-                        reason: message_of(typed_error),
+                        reason: set_message(&typed).unwrap_or_else(|| message_of(typed_error)),
                     });
                 }
                 current = text;
@@ -136,6 +136,14 @@ fn message_of(e: DefinitionError) -> String {
         DefinitionError::Invalid { message, .. } => message,
         other => other.to_string(),
     }
+}
+
+/// toml's message without its excerpt: the excerpt would show a line of the merged definition
+/// re-serialized, which is no file the user wrote.
+fn set_message(table: &Table) -> Option<String> {
+    let text = toml::to_string(table).ok()?;
+    let err = toml::from_str::<Definition>(&text).err()?;
+    Some(err.message().trim().to_string())
 }
 
 fn deserialize(table: &Table, source: &str) -> Result<Definition, DefinitionError> {
@@ -271,11 +279,13 @@ fn resolve(base: &Path, s: &str) -> String {
     }
 }
 
-const TOP_LEVEL: [&str; 13] = [
+const TOP_LEVEL: [&str; 15] = [
     "name",
     "description",
     "source_date_epoch",
     "os",
+    "el",
+    "init",
     "filesystem",
     "layers",
     "kernel",
@@ -459,12 +469,55 @@ fn validate(d: &Definition, source: &str) -> Result<(), DefinitionError> {
             "filesystem.reserved_percent must be 0 to 50".into(),
         ));
     }
+    for path in &d.os.release_files {
+        if !path.starts_with('/') || path.ends_with('/') || path.contains('\n') {
+            return Err(invalid(format!(
+                "os.release_files: {path:?} is not an absolute file path"
+            )));
+        }
+    }
+    if d.el.network_hostname && !is_hostname(&d.os.hostname) {
+        return Err(invalid(format!(
+            "os.hostname {:?} cannot go into /etc/sysconfig/network: use letters, digits, '-' and '.'",
+            d.os.hostname
+        )));
+    }
+    let interface = d.el.interface();
+    if interface.is_empty()
+        || interface.len() > 15
+        || !interface
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(invalid(format!(
+            "el.interface {interface:?}: an interface name is 1 to 15 letters, digits, '.', '_' or '-'"
+        )));
+    }
+    if !matches!(d.xen.console.as_str(), "hvc0" | "xvc0" | "ttyS0" | "tty0") {
+        return Err(invalid(format!(
+            "xen.console {:?}: use hvc0 (pvops kernels) or xvc0 (EL5 kernel-xen)",
+            d.xen.console
+        )));
+    }
     if d.vm.vcpus == 0 || d.vm.memory < 64 {
         return Err(invalid(
             "vm.vcpus must be at least 1 and vm.memory at least 64 (MiB)".into(),
         ));
     }
     Ok(())
+}
+
+fn is_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 #[cfg(test)]

@@ -47,6 +47,14 @@ pub struct XenSpec {
     /// Directory on dom0 where the files will live (absolute paths in the config).
     #[serde(default)]
     pub dir: Option<PathBuf>,
+    /// The PV console device on the kernel command line: `hvc0` (pvops kernels: EL6 and
+    /// later), `xvc0` (the EL5 `kernel-xen`).
+    #[serde(default = "default_console")]
+    pub console: String,
+}
+
+fn default_console() -> String {
+    "hvc0".into()
 }
 
 fn default_on_crash() -> String {
@@ -61,6 +69,7 @@ impl Default for XenSpec {
             on_crash: default_on_crash(),
             vif: Vec::new(),
             dir: None,
+            console: default_console(),
         }
     }
 }
