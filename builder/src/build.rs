@@ -430,3 +430,64 @@ fn hash_once(path: &Path, cache: &mut HashMap<(u64, u64), String>) -> std::io::R
     cache.insert(key, h.clone());
     Ok(h)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definition::load;
+    use crate::kernel::{Kernel, KernelOrigin, ModulesDir};
+    use crate::sources::builtin::text_file;
+    use crate::tree::{Meta, Tree};
+
+    /// A package kernel whose modules directory holds (empty) files of these paths: the
+    /// driver choice reads names only.
+    fn kernel_with(modules: &[&str]) -> Kernel {
+        let mut tree = Tree::new(Meta::root(0o755, 0));
+        for m in modules {
+            tree.insert(
+                format!("/lib/modules/2.6.18-398.el5/{m}").as_bytes(),
+                text_file(b"", 0o644, 0),
+            )
+            .unwrap();
+        }
+        Kernel {
+            version: "2.6.18-398.el5".into(),
+            version_string: "2.6.18-398.el5 (mockbuild@sl5)".into(),
+            image: KernelFile::Tree {
+                label: "kernel.rpm:/boot/vmlinuz-2.6.18-398.el5".into(),
+                size: 0,
+                content: Content::Bytes(Arc::from(&b""[..])),
+            },
+            modules: ModulesDir::from_tree(&tree, "/lib/modules/2.6.18-398.el5", "kernel.rpm")
+                .unwrap(),
+            origin: KernelOrigin::Package("kernel.rpm".into()),
+        }
+    }
+
+    #[test]
+    fn an_ext3_root_asks_for_the_kernels_ext3_driver() {
+        let el5 = kernel_with(&[
+            "kernel/fs/ext3/ext3.ko",
+            "kernel/fs/jbd/jbd.ko",
+            "kernel/drivers/message/fusion/mptspi.ko",
+            "kernel/drivers/scsi/sd_mod.ko",
+            "kernel/drivers/net/e1000/e1000.ko",
+        ]);
+        let quiet = Progress::new(true);
+        let mut def = load(None, &[]).unwrap().definition;
+        assert_eq!(filesystem_drivers(&def, &el5, &quiet).unwrap(), None);
+        def.filesystem.fs = FsType::Ext3;
+        let drivers = filesystem_drivers(&def, &el5, &quiet).unwrap().unwrap();
+        assert_eq!(drivers, ["mptspi", "sd_mod", "e1000", "ext3"]);
+        // A kernel without ext3.ko (its ext4 driver mounts ext3) gets the default set only.
+        let modern = kernel_with(&["kernel/drivers/block/virtio_blk.ko"]);
+        let drivers = filesystem_drivers(&def, &modern, &quiet).unwrap().unwrap();
+        assert_eq!(drivers, ["virtio_blk"]);
+        // An explicit list is the user's.
+        def.kernel = Some(crate::definition::KernelSpec {
+            drivers: Some(vec!["xenblk".into()]),
+            ..Default::default()
+        });
+        assert_eq!(filesystem_drivers(&def, &el5, &quiet).unwrap(), None);
+    }
+}
