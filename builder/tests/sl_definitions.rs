@@ -116,6 +116,16 @@ fn el_definitions_load_with_placeholder_inputs() {
         );
         assert_eq!(d.vmware.adapter, w.adapter, "{name}");
         assert_eq!(template_name(&d.openvz), w.template, "{name}");
+        let distribution = if name.starts_with("centos") {
+            "centos"
+        } else {
+            "redhat"
+        };
+        assert_eq!(
+            d.openvz.distribution.as_deref(),
+            Some(distribution),
+            "{name}"
+        );
         assert_eq!(d.init.libc, w.libc, "{name}");
         assert_eq!(d.el.selinux, Selinux::Disabled, "{name}");
         assert!(d.el.network, "{name}");

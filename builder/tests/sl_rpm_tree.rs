@@ -407,6 +407,11 @@ fn rpm_set_on_a_template_into_every_target() {
     ] {
         assert!(vmx.contains(line), "{line}\n{vmx}");
     }
+    let conf = std::fs::read_to_string(out.join("openvz/ve-sl6-bench.conf-sample")).unwrap();
+    assert!(
+        conf.contains("OSTEMPLATE=\"scientific-6-x86_64-bench\"\nDISTRIBUTION=\"redhat\"\n"),
+        "{conf}"
+    );
     // The OpenVZ template, as GNU tar lists it: the root at the top, numeric owners.
     let template = out.join("openvz/scientific-6-x86_64-bench.tar.gz");
     let listing = sh(&format!("tar --numeric-owner -tvzf {}", q(&template)));

@@ -122,6 +122,11 @@ pub struct OpenvzSpec {
     /// CPU count (CPUS); the `[vm]` vcpus when absent.
     #[serde(default)]
     pub cpus: Option<u32>,
+    /// `DISTRIBUTION` in the conf sample: which of vzctl's `/etc/vz/dists/*.conf` action
+    /// scripts the container uses when the template name's distribution has none (vzctl ships
+    /// `redhat.conf` and `centos.conf` but no `scientific.conf`).
+    #[serde(default)]
+    pub distribution: Option<String>,
 }
 
 fn default_dist() -> String {
@@ -163,6 +168,7 @@ impl Default for OpenvzSpec {
             diskinodes: default_diskinodes(),
             cpuunits: default_cpuunits(),
             cpus: None,
+            distribution: None,
         }
     }
 }
