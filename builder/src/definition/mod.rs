@@ -9,6 +9,7 @@ mod inputs;
 mod load;
 mod size;
 mod targets;
+mod validate;
 
 use std::path::PathBuf;
 
