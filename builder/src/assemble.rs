@@ -99,6 +99,10 @@ pub fn assemble(
             "layer {index} ({label}): {} entries",
             report.entries
         ));
+        // Every package with what it placed, so a result traces to exact package builds.
+        for p in &report.packages {
+            progress.log(format!("  installed {} ({} files)", p.nevra, p.files));
+        }
         for note in &report.notes {
             progress.log(format!("  {note}"));
         }

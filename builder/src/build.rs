@@ -11,13 +11,16 @@ use std::sync::Arc;
 
 use crate::artefacts::Artefacts;
 use crate::assemble::{assemble, AssembleError};
-use crate::definition::{Definition, LayerSpec, LoadedDefinition};
+use crate::definition::{
+    check_inputs, Definition, FsType, InitLibc, LayerSpec, LoadedDefinition, MissingInput,
+};
 use crate::disk::grub;
 use crate::ext4::{self, Ext4Params};
 use crate::finish::{finish, format_uuid, BootFiles, FinishError, FinishInputs};
 use crate::kernel::{self, elf_check, initramfs::InitramfsOptions, KernelError, KernelFile};
 use crate::manifest::{
-    file_sha256, FilesystemInfo, Manifest, ManifestFile, TargetFiles, MANIFEST_NAME,
+    file_sha256, FilesystemInfo, Manifest, ManifestFile, ManifestPackage, TargetFiles,
+    MANIFEST_NAME,
 };
 use crate::output::{OutputError, Staging};
 use crate::progress::Progress;
@@ -50,6 +53,9 @@ pub struct BuildOptions {
 /// Why a build failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// A file the definition names is missing.
+    #[error(transparent)]
+    Input(#[from] MissingInput),
     /// SOURCE_DATE_EPOCH is not a number.
     #[error("SOURCE_DATE_EPOCH={0:?} is not a number of seconds")]
     BadEpoch(String),
@@ -128,8 +134,12 @@ pub fn build(loaded: &LoadedDefinition, options: &BuildOptions) -> Result<BuildO
     def.layers.extend(options.extra_layers.iter().cloned());
     let (mtime, clamp) = epochs(&def)?;
 
-    let init = elf_check::locate_init(options.init.as_deref())?;
-    elf_check::check_static_executable(&init, elf_check::EM_X86_64)?;
+    check_inputs(&def)?;
+    let init = match def.init.libc {
+        InitLibc::Gnu => elf_check::locate_init(options.init.as_deref())?,
+        InitLibc::Musl => elf_check::locate_musl_init(options.init.as_deref())?,
+    };
+    let (init_bytes, _) = elf_check::read_checked(&init, elf_check::EM_X86_64)?;
 
     let needs_kernel = options.targets.iter().any(|t| t.needs_kernel());
     let kernel = match kernel::resolve(def.kernel.as_ref()) {
@@ -142,7 +152,13 @@ pub fn build(loaded: &LoadedDefinition, options: &BuildOptions) -> Result<BuildO
     };
     let boot = match &kernel {
         Some(k) => {
-            let drivers = def.kernel.as_ref().and_then(|s| s.drivers.as_deref());
+            elf_check::check_kernel_compat(&init, &init_bytes, &k.version)?;
+            let fs_drivers = filesystem_drivers(&def, k, &progress)?;
+            let drivers = def
+                .kernel
+                .as_ref()
+                .and_then(|s| s.drivers.as_deref())
+                .or(fs_drivers.as_deref());
             let mut initrd = Vec::new();
             let report = kernel::build_initramfs_with(
                 k,
@@ -201,23 +217,33 @@ pub fn build(loaded: &LoadedDefinition, options: &BuildOptions) -> Result<BuildO
         .and_then(|k| k.cmdline.clone())
         .unwrap_or_default();
     let grub_error = std::cell::RefCell::new(None);
+    // One command line for both configs: pygrub reads either file (grub.cfg first), and the
+    // consoles that do not exist on a platform are skipped, the last present one being
+    // /dev/console (the PV console on Xen, the serial port under GRUB 2 on QEMU and VMware).
+    let boot_args = format!(
+        "quiet panic=-1 console={} console=ttyS0,115200 {cmdline_extra}",
+        def.xen.console
+    );
     let uuid_files = |uuid: &str| -> Vec<(String, Vec<u8>)> {
         let Some(boot) = &boot else {
             return Vec::new();
         };
-        let line = format!("ro quiet panic=-1 console=ttyS0 {cmdline_extra}");
-        let files = grub::grub_cfg(uuid, &boot.kernel_path(), &boot.initrd_path(), line.trim())
-            .and_then(|cfg| {
-                let legacy = grub::menu_lst(
-                    uuid,
-                    &boot.kernel_path(),
-                    &boot.initrd_path(),
-                    format!("ro quiet panic=-1 console=hvc0 {cmdline_extra}").trim(),
-                )?;
-                Ok(vec![
+        let args = boot_args.trim();
+        let files =
+            grub::grub_cfg(uuid, &boot.kernel_path(), &boot.initrd_path(), args).and_then(|cfg| {
+                let legacy = grub::menu_lst(uuid, &boot.kernel_path(), &boot.initrd_path(), args)?;
+                let mut files = vec![
                     ("/boot/grub/grub.cfg".to_string(), cfg.into_bytes()),
-                    ("/boot/grub/menu.lst".to_string(), legacy.into_bytes()),
-                ])
+                    (
+                        "/boot/grub/menu.lst".to_string(),
+                        legacy.clone().into_bytes(),
+                    ),
+                ];
+                // Red Hat's GRUB 0.97 and grubby read grub.conf (menu.lst is their symlink).
+                if def.el.grub_conf {
+                    files.push(("/boot/grub/grub.conf".to_string(), legacy.into_bytes()));
+                }
+                Ok(files)
             });
         files.unwrap_or_else(|e| {
             grub_error.borrow_mut().get_or_insert(e);
@@ -237,6 +263,9 @@ pub fn build(loaded: &LoadedDefinition, options: &BuildOptions) -> Result<BuildO
     )?;
     if let Some(e) = grub_error.into_inner() {
         return Err(e.into());
+    }
+    for note in &finished.notes {
+        progress.log(note.clone());
     }
     progress.log(format!("rootfs digest {}", finished.digest));
 
@@ -311,11 +340,7 @@ pub fn build(loaded: &LoadedDefinition, options: &BuildOptions) -> Result<BuildO
             uuid: format_uuid(&finished.uuid),
             size: plan.size_bytes,
         }),
-        packages: assembled
-            .reports
-            .iter()
-            .flat_map(|(_, r)| r.packages.iter().map(|p| p.nevra.clone()))
-            .collect(),
+        packages: manifest_packages(&assembled.reports, &mut hashes)?,
         kernel: kernel.as_ref().map(|k| k.version.clone()),
         imgbuild_version: env!("CARGO_PKG_VERSION").to_string(),
     };
@@ -337,6 +362,63 @@ pub fn build(loaded: &LoadedDefinition, options: &BuildOptions) -> Result<BuildO
     Ok(BuildOutput { manifest, out_dir })
 }
 
+/// The packages every layer installed, each with the sha256 of its file.
+fn manifest_packages(
+    reports: &[(String, crate::sources::LayerReport)],
+    hashes: &mut HashMap<(u64, u64), String>,
+) -> Result<Vec<ManifestPackage>, OutputError> {
+    let mut out = Vec::new();
+    for (layer, (_, report)) in reports.iter().enumerate() {
+        for p in &report.packages {
+            let sha256 = hash_once(&p.path, hashes).map_err(|source| OutputError {
+                path: p.path.clone(),
+                source,
+            })?;
+            out.push(ManifestPackage {
+                nevra: p.nevra.clone(),
+                file: p
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                sha256,
+                files: p.files,
+                layer,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// With no `kernel.drivers` and a root that is not ext4, the default driver set plus the
+/// root's own filesystem driver (EL5 mounts ext3 only through `ext3.ko`), keeping the drivers
+/// this kernel has; `None` (the default set) otherwise.
+fn filesystem_drivers(
+    def: &Definition,
+    kernel: &kernel::Kernel,
+    progress: &Progress,
+) -> Result<Option<Vec<String>>, KernelError> {
+    let explicit = def.kernel.as_ref().is_some_and(|k| k.drivers.is_some());
+    if explicit || def.filesystem.fs == FsType::Ext4 {
+        return Ok(None);
+    }
+    let index = kernel.module_index()?;
+    let mut wanted = kernel::default_drivers();
+    wanted.push(def.filesystem.fs.name().to_string());
+    let (have, lacking): (Vec<String>, Vec<String>) = wanted
+        .into_iter()
+        .partition(|d| index.has_module(d) || index.is_builtin(d));
+    if !lacking.is_empty() {
+        progress.log(format!(
+            "{} root; not in kernel {}: {}",
+            def.filesystem.fs.name(),
+            kernel.version,
+            lacking.join(", ")
+        ));
+    }
+    Ok(Some(have))
+}
+
 /// sha256 of a file, computed once per inode (targets share files through hard links).
 fn hash_once(path: &Path, cache: &mut HashMap<(u64, u64), String>) -> std::io::Result<String> {
     let meta = std::fs::metadata(path)?;
@@ -347,4 +429,65 @@ fn hash_once(path: &Path, cache: &mut HashMap<(u64, u64), String>) -> std::io::R
     let h = file_sha256(path)?;
     cache.insert(key, h.clone());
     Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definition::load;
+    use crate::kernel::{Kernel, KernelOrigin, ModulesDir};
+    use crate::sources::builtin::text_file;
+    use crate::tree::{Meta, Tree};
+
+    /// A package kernel whose modules directory holds (empty) files of these paths: the
+    /// driver choice reads names only.
+    fn kernel_with(modules: &[&str]) -> Kernel {
+        let mut tree = Tree::new(Meta::root(0o755, 0));
+        for m in modules {
+            tree.insert(
+                format!("/lib/modules/2.6.18-398.el5/{m}").as_bytes(),
+                text_file(b"", 0o644, 0),
+            )
+            .unwrap();
+        }
+        Kernel {
+            version: "2.6.18-398.el5".into(),
+            version_string: "2.6.18-398.el5 (mockbuild@sl5)".into(),
+            image: KernelFile::Tree {
+                label: "kernel.rpm:/boot/vmlinuz-2.6.18-398.el5".into(),
+                size: 0,
+                content: Content::Bytes(Arc::from(&b""[..])),
+            },
+            modules: ModulesDir::from_tree(&tree, "/lib/modules/2.6.18-398.el5", "kernel.rpm")
+                .unwrap(),
+            origin: KernelOrigin::Package("kernel.rpm".into()),
+        }
+    }
+
+    #[test]
+    fn an_ext3_root_asks_for_the_kernels_ext3_driver() {
+        let el5 = kernel_with(&[
+            "kernel/fs/ext3/ext3.ko",
+            "kernel/fs/jbd/jbd.ko",
+            "kernel/drivers/message/fusion/mptspi.ko",
+            "kernel/drivers/scsi/sd_mod.ko",
+            "kernel/drivers/net/e1000/e1000.ko",
+        ]);
+        let quiet = Progress::new(true);
+        let mut def = load(None, &[]).unwrap().definition;
+        assert_eq!(filesystem_drivers(&def, &el5, &quiet).unwrap(), None);
+        def.filesystem.fs = FsType::Ext3;
+        let drivers = filesystem_drivers(&def, &el5, &quiet).unwrap().unwrap();
+        assert_eq!(drivers, ["mptspi", "sd_mod", "e1000", "ext3"]);
+        // A kernel without ext3.ko (its ext4 driver mounts ext3) gets the default set only.
+        let modern = kernel_with(&["kernel/drivers/block/virtio_blk.ko"]);
+        let drivers = filesystem_drivers(&def, &modern, &quiet).unwrap().unwrap();
+        assert_eq!(drivers, ["virtio_blk"]);
+        // An explicit list is the user's.
+        def.kernel = Some(crate::definition::KernelSpec {
+            drivers: Some(vec!["xenblk".into()]),
+            ..Default::default()
+        });
+        assert_eq!(filesystem_drivers(&def, &el5, &quiet).unwrap(), None);
+    }
 }

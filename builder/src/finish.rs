@@ -54,6 +54,9 @@ pub enum FinishError {
     /// The workload profile is unknown or invalid.
     #[error("workloads: {0}")]
     Profile(#[from] imgbuild_init::profile::ProfileError),
+    /// A file of the `[el]` table.
+    #[error(transparent)]
+    El(#[from] crate::el::ElError),
     /// A UUID in the definition is malformed.
     #[error("filesystem.{key} {value:?} is not a UUID (8-4-4-4-12 hex digits)")]
     BadUuid {
@@ -116,6 +119,8 @@ pub struct Finished {
     pub uuid: [u8; 16],
     /// Directory hash seed.
     pub hash_seed: [u8; 16],
+    /// What the finishing step changed beyond the always-added files, for the build log.
+    pub notes: Vec<String>,
 }
 
 /// Where the init binary goes, and the profile file.
@@ -130,6 +135,7 @@ pub fn finish(mut tree: Tree, inputs: &FinishInputs<'_>) -> Result<Finished, Fin
     for (path, bytes) in identity_files(def) {
         place(&mut tree, &path, text_file(&bytes, 0o644, inputs.mtime))?;
     }
+    let notes = crate::el::apply(&mut tree, def, inputs.mtime)?;
     place_init(&mut tree, inputs)?;
     let profile = serde_json::to_vec_pretty(&chosen_profile(def)?).unwrap_or_default();
     place(
@@ -213,6 +219,7 @@ pub fn finish(mut tree: Tree, inputs: &FinishInputs<'_>) -> Result<Finished, Fin
         digest,
         uuid,
         hash_seed,
+        notes,
     })
 }
 
@@ -313,10 +320,11 @@ fn identity_files(def: &Definition) -> Vec<(String, Vec<u8>)> {
         files.push(("/etc/os-release".into(), text.into_bytes()));
     }
     if let Some(release) = &os.redhat_release {
-        files.push((
-            "/etc/redhat-release".into(),
-            format!("{release}\n").into_bytes(),
-        ));
+        for path in std::iter::once("/etc/redhat-release")
+            .chain(os.release_files.iter().map(String::as_str))
+        {
+            files.push((path.to_string(), format!("{release}\n").into_bytes()));
+        }
     }
     files
 }

@@ -13,6 +13,7 @@ pub mod build;
 pub mod collect;
 pub mod definition;
 pub mod disk;
+pub mod el;
 pub mod ext4;
 pub mod finish;
 pub mod image_io;

@@ -29,9 +29,9 @@ pub struct Manifest {
     /// The filesystem written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filesystem: Option<FilesystemInfo>,
-    /// Packages installed by RPM and deb layers.
+    /// Packages installed by RPM and deb layers, in installation order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub packages: Vec<String>,
+    pub packages: Vec<ManifestPackage>,
     /// The kernel the VM targets boot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<String>,
@@ -76,6 +76,21 @@ pub enum Role {
     Initrd,
     /// The results disk.
     Results,
+}
+
+/// One package a layer installed: enough to trace a result to the exact package build.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ManifestPackage {
+    /// `name-version-release.arch` (RPM) or `name_version_arch` (deb).
+    pub nevra: String,
+    /// File name of the package.
+    pub file: String,
+    /// sha256 of the package file, hex.
+    pub sha256: String,
+    /// Entries it placed in the tree (files, directories, links, nodes; not `%ghost`s).
+    pub files: u64,
+    /// Index of the layer that installed it.
+    pub layer: usize,
 }
 
 /// One file of a target.
@@ -178,13 +193,20 @@ mod tests {
             rootfs_digest: RootfsDigest([1; 32]),
             targets,
             filesystem: None,
-            packages: vec![],
+            packages: vec![ManifestPackage {
+                nevra: "bash-4.1.2-48.el6.x86_64".into(),
+                file: "bash-4.1.2-48.el6.x86_64.rpm".into(),
+                sha256: "ab".into(),
+                files: 73,
+                layer: 1,
+            }],
             kernel: None,
             imgbuild_version: "0.1.0".into(),
         };
         let text = serde_json::to_string(&m).unwrap();
         assert!(text.contains("\"rootfs_digest\":\"sha256:0101"));
         assert!(text.contains("\"role\":\"rootfs\""));
+        assert!(text.contains("\"packages\":[{\"nevra\":\"bash-4.1.2-48.el6.x86_64\""));
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(MANIFEST_NAME), &text).unwrap();
         assert_eq!(Manifest::read(dir.path()).unwrap(), m);

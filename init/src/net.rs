@@ -17,6 +17,8 @@ pub fn bring_up_loopback() -> io::Result<()> {
     result
 }
 
+// ioctl's request is a c_ulong in glibc and a c_int in musl (`libc::Ioctl` either way): the
+// casts keep the musl build of the init compiling.
 fn set_up(fd: libc::c_int) -> io::Result<()> {
     // SAFETY: ifreq is plain data; zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
@@ -24,7 +26,7 @@ fn set_up(fd: libc::c_int) -> io::Result<()> {
         *dst = *src as libc::c_char;
     }
     // SAFETY: fd is a socket, req a valid ifreq naming an interface.
-    if unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) } != 0 {
+    if unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS as libc::Ioctl, &mut req) } != 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
@@ -35,7 +37,7 @@ fn set_up(fd: libc::c_int) -> io::Result<()> {
     }
     req.ifr_ifru.ifru_flags = flags | up;
     // SAFETY: as above.
-    if unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) } != 0 {
+    if unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS as libc::Ioctl, &req) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

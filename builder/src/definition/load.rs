@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use toml::{Table, Value};
 
+use super::validate::validate;
 use super::Definition;
 
 /// The embedded default image, `images/minimal.toml`.
@@ -119,7 +120,7 @@ pub fn load(path: Option<&Path>, sets: &[SetArg]) -> Result<LoadedDefinition, De
                 if deserialize(&text, &source).is_err() {
                     return Err(DefinitionError::BadSet {
                         arg: set.to_string(),
-                        reason: message_of(typed_error),
+                        reason: set_message(&typed).unwrap_or_else(|| message_of(typed_error)),
                     });
                 }
                 current = text;
@@ -136,6 +137,14 @@ fn message_of(e: DefinitionError) -> String {
         DefinitionError::Invalid { message, .. } => message,
         other => other.to_string(),
     }
+}
+
+/// toml's message without its excerpt: the excerpt would show a line of the merged definition
+/// re-serialized, which is no file the user wrote.
+fn set_message(table: &Table) -> Option<String> {
+    let text = toml::to_string(table).ok()?;
+    let err = toml::from_str::<Definition>(&text).err()?;
+    Some(err.message().trim().to_string())
 }
 
 fn deserialize(table: &Table, source: &str) -> Result<Definition, DefinitionError> {
@@ -271,11 +280,13 @@ fn resolve(base: &Path, s: &str) -> String {
     }
 }
 
-const TOP_LEVEL: [&str; 13] = [
+pub(super) const TOP_LEVEL: [&str; 15] = [
     "name",
     "description",
     "source_date_epoch",
     "os",
+    "el",
+    "init",
     "filesystem",
     "layers",
     "kernel",
@@ -382,89 +393,6 @@ fn parse_value(text: &str, as_string: bool) -> Value {
         }
     }
     Value::String(text.to_string())
-}
-
-fn validate(d: &Definition, source: &str) -> Result<(), DefinitionError> {
-    let invalid = |message: String| DefinitionError::Invalid {
-        path: source.to_string(),
-        message,
-    };
-    if d.name.is_empty()
-        || !d
-            .name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        || d.name.starts_with('.')
-    {
-        return Err(invalid(format!(
-            "name {:?}: use letters, digits, '.', '_' and '-' (it names files)",
-            d.name
-        )));
-    }
-    let mut names = std::collections::HashSet::new();
-    for (i, layer) in d.layers.iter().enumerate() {
-        let sources = [
-            layer.builtin.unwrap_or(false),
-            layer.dir.is_some(),
-            layer.tar.is_some(),
-            layer.rpm.is_some(),
-            layer.deb.is_some(),
-            layer.files.is_some(),
-        ]
-        .iter()
-        .filter(|s| **s)
-        .count();
-        let label = layer
-            .name
-            .clone()
-            .map(|n| format!("layer {i} ({n})"))
-            .unwrap_or_else(|| format!("layer {i}"));
-        if sources > 1 {
-            return Err(invalid(format!(
-                "{label} has more than one of builtin, dir, tar, rpm, deb, files; use one layer each"
-            )));
-        }
-        if sources == 0 && layer.remove.is_none() {
-            return Err(invalid(format!(
-                "{label} has none of builtin, dir, tar, rpm, deb, files, remove"
-            )));
-        }
-        if layer.owner.is_some() && layer.dir.is_none() && layer.tar.is_none() {
-            return Err(invalid(format!(
-                "{label}: owner applies to dir and tar layers only"
-            )));
-        }
-        if let Some(name) = &layer.name {
-            if TOP_LEVEL.contains(&name.as_str()) || !names.insert(name.clone()) {
-                return Err(invalid(format!(
-                    "{label}: the name {name:?} is taken (by another layer or a top-level key)"
-                )));
-            }
-        }
-    }
-    if d.filesystem.label.len() > 16 {
-        return Err(invalid(format!(
-            "filesystem.label {:?} is longer than 16 bytes",
-            d.filesystem.label
-        )));
-    }
-    if d.filesystem.inode_ratio < 1024 || d.filesystem.inode_ratio > (64 << 20) {
-        return Err(invalid(format!(
-            "filesystem.inode_ratio {} must be between 1024 and 67108864",
-            d.filesystem.inode_ratio
-        )));
-    }
-    if !(0.0..=50.0).contains(&d.filesystem.reserved_percent) {
-        return Err(invalid(
-            "filesystem.reserved_percent must be 0 to 50".into(),
-        ));
-    }
-    if d.vm.vcpus == 0 || d.vm.memory < 64 {
-        return Err(invalid(
-            "vm.vcpus must be at least 1 and vm.memory at least 64 (MiB)".into(),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -4,14 +4,19 @@
 //! Loading (files, `extends`, `--set`, relative paths) is in [`load`]; this module only says
 //! what a definition is.
 
+mod el;
+mod inputs;
 mod load;
 mod size;
 mod targets;
+mod validate;
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
+pub use el::{ElSpec, InitLibc, InitSpec, Selinux};
+pub use inputs::{check_inputs, MissingInput};
 pub use load::{load, DefinitionError, LoadedDefinition, SetArg, DEFAULT_DEFINITION};
 pub use size::{BadSize, ByteSize, FreeSpace, SizeSpec};
 pub use targets::{
@@ -37,6 +42,12 @@ pub struct Definition {
     /// OS identity files.
     #[serde(default)]
     pub os: OsIdentity,
+    /// Enterprise Linux system files (SELinux, network scripts).
+    #[serde(default)]
+    pub el: ElSpec,
+    /// The guest init binary.
+    #[serde(default)]
+    pub init: InitSpec,
     /// The filesystem to write.
     #[serde(default)]
     pub filesystem: FilesystemSpec,
@@ -94,6 +105,9 @@ pub struct OsIdentity {
     /// One line for `/etc/redhat-release` (EL family), e.g. "Scientific Linux release 6.10 (Carbon)".
     #[serde(default)]
     pub redhat_release: Option<String>,
+    /// More files that hold the `redhat_release` line (`/etc/sl-release` on SL6).
+    #[serde(default)]
+    pub release_files: Vec<String>,
     /// `/etc/hostname`.
     #[serde(default = "default_hostname")]
     pub hostname: String,
@@ -123,6 +137,7 @@ impl Default for OsIdentity {
             pretty_name: None,
             os_release: true,
             redhat_release: None,
+            release_files: Vec::new(),
             hostname: default_hostname(),
         }
     }

@@ -47,6 +47,14 @@ pub struct XenSpec {
     /// Directory on dom0 where the files will live (absolute paths in the config).
     #[serde(default)]
     pub dir: Option<PathBuf>,
+    /// The PV console device on the kernel command line: `hvc0` (pvops kernels: EL6 and
+    /// later), `xvc0` (the EL5 `kernel-xen`).
+    #[serde(default = "default_console")]
+    pub console: String,
+}
+
+fn default_console() -> String {
+    "hvc0".into()
 }
 
 fn default_on_crash() -> String {
@@ -61,6 +69,7 @@ impl Default for XenSpec {
             on_crash: default_on_crash(),
             vif: Vec::new(),
             dir: None,
+            console: default_console(),
         }
     }
 }
@@ -113,6 +122,11 @@ pub struct OpenvzSpec {
     /// CPU count (CPUS); the `[vm]` vcpus when absent.
     #[serde(default)]
     pub cpus: Option<u32>,
+    /// `DISTRIBUTION` in the conf sample: which of vzctl's `/etc/vz/dists/*.conf` action
+    /// scripts the container uses when the template name's distribution has none (vzctl ships
+    /// `redhat.conf` and `centos.conf` but no `scientific.conf`).
+    #[serde(default)]
+    pub distribution: Option<String>,
 }
 
 fn default_dist() -> String {
@@ -154,6 +168,7 @@ impl Default for OpenvzSpec {
             diskinodes: default_diskinodes(),
             cpuunits: default_cpuunits(),
             cpus: None,
+            distribution: None,
         }
     }
 }

@@ -86,12 +86,34 @@ pub enum ElfCheckError {
         reason: String,
     },
     /// No init binary was found.
-    #[error("no {INIT_NAME} binary found (looked at: {}); build it with `cargo build -p imgbuild-init --release`, or name it with {INIT_ENV}=PATH", .tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    #[error("no {INIT_NAME} binary found (looked at: {}); build it with `{build}`, or name it with --init PATH or {INIT_ENV}=PATH", .tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
     NotFound {
         /// Paths tried.
         tried: Vec<PathBuf>,
+        /// The command that builds the binary looked for.
+        build: &'static str,
+    },
+    /// The init's C library refuses to start on the guest kernel.
+    #[error("init binary {path} needs Linux {needs} or later (its ABI note: glibc's static startup stops with \"FATAL: kernel too old\"), but the image boots kernel {kernel}; use the musl build: `{MUSL_BUILD}` and `[init] libc = \"musl\"` (or --init PATH)")]
+    KernelTooOld {
+        /// The init binary.
+        path: PathBuf,
+        /// The minimum from its ABI note.
+        needs: String,
+        /// The guest kernel release.
+        kernel: String,
     },
 }
+
+/// The command that builds the glibc init.
+pub const GNU_BUILD: &str = "cargo build -p imgbuild-init --release";
+/// The command that builds the musl init, for guest kernels older than 3.2.
+pub const MUSL_BUILD: &str =
+    "cargo build --release -p imgbuild-init --target x86_64-unknown-linux-musl";
+/// Rust target triple of the musl init.
+pub const MUSL_TRIPLE: &str = "x86_64-unknown-linux-musl";
+/// File name of an installed musl init, beside `imgbuild`.
+pub const MUSL_INIT_NAME: &str = "imgbuild-init-musl";
 
 /// What the checks found about an accepted binary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,6 +242,113 @@ pub fn locate_init(explicit: Option<&Path>) -> Result<PathBuf, ElfCheckError> {
     )
 }
 
+/// [`locate_init`] for the musl build: `explicit` or `$IMGBUILD_INIT` when given, else
+/// `imgbuild-init-musl` beside the running executable, else
+/// `target/x86_64-unknown-linux-musl/release/imgbuild-init` of the cargo target directory the
+/// executable runs from (`target/<triple>/<profile>/` or `…/deps/`).
+pub fn locate_musl_init(explicit: Option<&Path>) -> Result<PathBuf, ElfCheckError> {
+    locate_musl_from(
+        explicit,
+        std::env::var_os(INIT_ENV),
+        std::env::current_exe().ok(),
+    )
+}
+
+fn locate_musl_from(
+    explicit: Option<&Path>,
+    env: Option<OsString>,
+    exe: Option<PathBuf>,
+) -> Result<PathBuf, ElfCheckError> {
+    let named = explicit
+        .map(Path::to_path_buf)
+        .or_else(|| env.filter(|v| !v.is_empty()).map(PathBuf::from));
+    if let Some(path) = named {
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(ElfCheckError::NotFound {
+                tried: vec![path],
+                build: MUSL_BUILD,
+            })
+        };
+    }
+    let mut tried = Vec::new();
+    if let Some(dir) = exe.as_deref().and_then(Path::parent) {
+        tried.push(dir.join(MUSL_INIT_NAME));
+        // `<target>/<triple>/<profile>[/deps]`: the target directory is two or three up.
+        for target_dir in dir.ancestors().skip(2).take(2) {
+            tried.push(target_dir.join(MUSL_TRIPLE).join("release").join(INIT_NAME));
+        }
+    }
+    match tried.iter().find(|p| p.is_file()) {
+        Some(found) => Ok(found.clone()),
+        None => Err(ElfCheckError::NotFound {
+            tried,
+            build: MUSL_BUILD,
+        }),
+    }
+}
+
+/// `NT_GNU_ABI_TAG`: the note glibc's startup files put in every binary.
+const NT_GNU_ABI_TAG: u32 = 1;
+
+/// The oldest kernel the binary says it runs on: the `NT_GNU_ABI_TAG` note (`.note.ABI-tag`,
+/// OS 0 = Linux) that glibc links into every program and whose version its static startup
+/// enforces. `None` when there is no such note (musl, most non-glibc binaries).
+pub fn min_kernel(bytes: &[u8]) -> Option<[u32; 3]> {
+    let elf = Elf::parse(bytes).ok()?;
+    for note in elf.iter_note_headers(bytes)?.flatten() {
+        if note.n_type == NT_GNU_ABI_TAG && note.name == "GNU" && note.desc.len() >= 16 {
+            let word = |i: usize| {
+                let mut w = [0u8; 4];
+                w.copy_from_slice(&note.desc[4 * i..4 * i + 4]);
+                u32::from_le_bytes(w)
+            };
+            if word(0) == 0 {
+                return Some([word(1), word(2), word(3)]);
+            }
+        }
+    }
+    None
+}
+
+/// The `major.minor.patch` at the start of a kernel release (`2.6.32-754.el6.x86_64`).
+pub fn release_version(release: &str) -> Option<[u32; 3]> {
+    let mut out = [0u32; 3];
+    let numeric: String = release
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let mut parts = numeric.split('.').filter(|p| !p.is_empty());
+    for slot in out.iter_mut() {
+        match parts.next() {
+            Some(p) => *slot = p.parse().ok()?,
+            None => break,
+        }
+    }
+    (!numeric.is_empty()).then_some(out)
+}
+
+/// Refuses an init whose ABI note asks for a newer kernel than `kernel_release`: glibc's
+/// static startup would print "FATAL: kernel too old" and the guest would panic.
+pub fn check_kernel_compat(
+    path: &Path,
+    bytes: &[u8],
+    kernel_release: &str,
+) -> Result<(), ElfCheckError> {
+    let (Some(needs), Some(have)) = (min_kernel(bytes), release_version(kernel_release)) else {
+        return Ok(());
+    };
+    if have < needs {
+        return Err(ElfCheckError::KernelTooOld {
+            path: path.to_path_buf(),
+            needs: format!("{}.{}.{}", needs[0], needs[1], needs[2]),
+            kernel: kernel_release.to_string(),
+        });
+    }
+    Ok(())
+}
+
 fn locate_from(
     explicit: Option<&Path>,
     env: Option<OsString>,
@@ -233,7 +362,10 @@ fn locate_from(
         return if path.is_file() {
             Ok(path)
         } else {
-            Err(ElfCheckError::NotFound { tried: vec![path] })
+            Err(ElfCheckError::NotFound {
+                tried: vec![path],
+                build: GNU_BUILD,
+            })
         };
     }
     let mut tried = Vec::new();
@@ -245,7 +377,10 @@ fn locate_from(
     }
     match tried.iter().find(|p| p.is_file()) {
         Some(found) => Ok(found.clone()),
-        None => Err(ElfCheckError::NotFound { tried }),
+        None => Err(ElfCheckError::NotFound {
+            tried,
+            build: GNU_BUILD,
+        }),
     }
 }
 
@@ -331,5 +466,55 @@ mod tests {
             locate_from(Some(&missing), None, Some(exe)),
             Err(ElfCheckError::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn locates_the_musl_build_in_the_target_dir() {
+        let d = tempfile::tempdir().unwrap();
+        let deps = d.path().join("x86_64-unknown-linux-gnu/release/deps");
+        fs::create_dir_all(&deps).unwrap();
+        let exe = deps.join("sl_musl-123");
+        let err = locate_musl_from(None, None, Some(exe.clone())).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(MUSL_BUILD), "{msg}");
+        assert!(
+            msg.contains("x86_64-unknown-linux-musl/release/imgbuild-init"),
+            "{msg}"
+        );
+        let musl = d.path().join("x86_64-unknown-linux-musl/release");
+        fs::create_dir_all(&musl).unwrap();
+        fs::write(musl.join(INIT_NAME), b"x").unwrap();
+        assert_eq!(
+            locate_musl_from(None, None, Some(exe.clone())).unwrap(),
+            musl.join(INIT_NAME)
+        );
+        // From the builder binary itself (one level less deep).
+        let builder = d.path().join("x86_64-unknown-linux-gnu/release/imgbuild");
+        assert_eq!(
+            locate_musl_from(None, None, Some(builder)).unwrap(),
+            musl.join(INIT_NAME)
+        );
+        let installed = deps.join(MUSL_INIT_NAME);
+        fs::write(&installed, b"x").unwrap();
+        assert_eq!(
+            locate_musl_from(None, None, Some(exe.clone())).unwrap(),
+            installed
+        );
+        let missing = d.path().join("nope");
+        let err = locate_musl_from(Some(&missing), None, Some(exe)).unwrap_err();
+        assert!(err.to_string().contains(MUSL_BUILD), "{err}");
+    }
+
+    #[test]
+    fn kernel_releases_and_abi_floor() {
+        assert_eq!(release_version("2.6.32-754.el6.x86_64"), Some([2, 6, 32]));
+        assert_eq!(release_version("2.6.18-398.el5xen"), Some([2, 6, 18]));
+        assert_eq!(release_version("6.1.0-56-cloud-amd64"), Some([6, 1, 0]));
+        assert_eq!(release_version("3.10"), Some([3, 10, 0]));
+        assert_eq!(release_version("vmlinuz"), None);
+        // A header-only ELF has no notes: nothing to enforce.
+        assert_eq!(min_kernel(&header(2, ET_EXEC, EM_X86_64)), None);
+        let p = Path::new("/x/init");
+        assert!(check_kernel_compat(p, b"not elf", "2.6.18").is_ok());
     }
 }

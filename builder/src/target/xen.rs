@@ -70,7 +70,7 @@ impl Packager for Xen {
             .results_disk(&format!("xen/{results}"), cx.definition.vm.results_disk.0)?;
         add(Role::Results, format!("xen/{results}"));
 
-        let extra = cx.cmdline("hvc0");
+        let extra = cx.cmdline(&spec.console);
         let config = render_config(&XenConfig {
             name,
             spec,

@@ -1,7 +1,7 @@
 //! Installing packages into the tree: the payload is matched against the header's file list and
 //! every non-ghost file is placed with the header's metadata.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::os::unix::fs::FileExt;
@@ -14,7 +14,7 @@ use crate::sources::compression::{self, Format};
 use crate::sources::cpio::{self, mode, CpioItem, CpioReader};
 use crate::sources::place::{PlaceError, Placer, Through};
 use crate::sources::{LayerReport, PackageRecord};
-use crate::tree::{ArchiveFile, Content, FileData, Inode, Kind, Meta, Tree};
+use crate::tree::{ArchiveFile, Content, FileData, Inode, InodeId, Kind, Meta, Tree};
 
 /// Installs `packages` in order into `tree`. Decompression of each payload is bounded by
 /// [`compression::max_expanded`].
@@ -29,10 +29,76 @@ pub fn apply_with_limit(
     max_expanded: u64,
 ) -> Result<LayerReport, RpmError> {
     let mut report = LayerReport::default();
+    let mut pending = Vec::new();
     for path in packages {
-        install(tree, path, max_expanded, &mut report)?;
+        install(tree, path, max_expanded, &mut report, &mut pending)?;
     }
+    resolve_pending(tree, pending, &mut report).map_err(|reason| RpmError::Accounts {
+        path: packages.last().cloned().unwrap_or_default(),
+        reason,
+    })?;
     Ok(report)
+}
+
+/// An owner name not in the tree's account files when its package was installed.
+struct Unresolved {
+    id: InodeId,
+    user: Option<Vec<u8>>,
+    group: Option<Vec<u8>>,
+    nevra: String,
+}
+
+/// Looks the names that were unknown at install time up again in the layer's final
+/// `/etc/passwd` and `/etc/group`. rpm installs the package that ships the account files (or
+/// creates the users) before the packages that use them, by dependency order; the layer
+/// installs in file-name order, so names are settled once every package is in. Those still
+/// unknown stay root, with a note per package.
+fn resolve_pending(
+    tree: &mut Tree,
+    pending: Vec<Unresolved>,
+    report: &mut LayerReport,
+) -> Result<(), String> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let accounts = Accounts::from_tree(tree).map_err(|e| e.to_string())?;
+    let mut still: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut settled = 0u64;
+    for u in pending {
+        let mut missing = Vec::new();
+        let meta = &mut tree.inode_mut(u.id).meta;
+        if let Some(user) = &u.user {
+            match accounts.uid(user) {
+                Some(uid) => meta.uid = uid,
+                None => missing.push(format!("user {}", String::from_utf8_lossy(user))),
+            }
+        }
+        if let Some(group) = &u.group {
+            match accounts.gid(group) {
+                Some(gid) => meta.gid = gid,
+                None => missing.push(format!("group {}", String::from_utf8_lossy(group))),
+            }
+        }
+        if missing.is_empty() {
+            settled += 1;
+        }
+        still.entry(u.nevra).or_default().extend(missing);
+    }
+    if settled > 0 {
+        report.notes.push(format!(
+            "{settled} entries owned by names that a later package of the layer added to \
+             /etc/passwd or /etc/group got their ids at the end of the layer"
+        ));
+    }
+    for (nevra, names) in still {
+        if !names.is_empty() {
+            report.notes.push(format!(
+                "{nevra}: {} not in the tree's /etc/passwd or /etc/group; those files are owned by root",
+                names.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Where a file's payload entry is.
@@ -62,6 +128,7 @@ fn install(
     path: &Path,
     limit: u64,
     report: &mut LayerReport,
+    pending: &mut Vec<Unresolved>,
 ) -> Result<(), RpmError> {
     let open_err = |source| RpmError::Open {
         path: path.to_path_buf(),
@@ -161,7 +228,6 @@ fn install(
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let mut unknown: BTreeSet<String> = BTreeSet::new();
     let mut placer = Placer::new(tree, Through::Resolve);
     let mut linked: HashMap<(u32, u32), Vec<u8>> = HashMap::new();
     let mut placed = 0u64;
@@ -247,17 +313,25 @@ fn install(
             mode::SOCK => Kind::Socket,
             other => return Err(file_err(format!("unknown file type {other:o}"))),
         };
-        let meta = meta_of(f, &accounts, &mut unknown).map_err(file_err)?;
+        let (meta, user, group) = meta_of(f, &accounts).map_err(file_err)?;
         let is_file = matches!(kind, Kind::File(_));
-        placer
+        let id = placer
             .insert(&f.path, Inode::new(meta, kind))
             .map_err(place_err)?;
+        if user.is_some() || group.is_some() {
+            pending.push(Unresolved {
+                id,
+                user,
+                group,
+                nevra: pkg.nevra(),
+            });
+        }
         if is_file && group_of(i).is_some() {
             linked.insert((f.device, f.inode), f.path.clone());
         }
         placed += 1;
     }
-    note(report, &pkg, unknown);
+    note(report, &pkg);
     report.entries += placed;
     report.packages.push(PackageRecord {
         nevra: pkg.nevra(),
@@ -332,23 +406,16 @@ fn content_holder(group: &[usize], found: &[Option<Found>], size: u64) -> Option
         .find(|f| f.size == size)
 }
 
-fn meta_of(
-    f: &RpmFile,
-    accounts: &Accounts,
-    unknown: &mut BTreeSet<String>,
-) -> Result<Meta, String> {
-    let uid = accounts.uid(&f.user).unwrap_or_else(|| {
-        unknown.insert(format!("user {}", String::from_utf8_lossy(&f.user)));
-        0
-    });
-    let gid = accounts.gid(&f.group).unwrap_or_else(|| {
-        unknown.insert(format!("group {}", String::from_utf8_lossy(&f.group)));
-        0
-    });
+/// The entry's metadata, with the owner names the accounts do not know yet (as root for now).
+type MetaWithUnknown = (Meta, Option<Vec<u8>>, Option<Vec<u8>>);
+
+fn meta_of(f: &RpmFile, accounts: &Accounts) -> Result<MetaWithUnknown, String> {
+    let uid = accounts.uid(&f.user);
+    let gid = accounts.gid(&f.group);
     let mut meta = Meta {
         mode: f.mode & 0o7777,
-        uid,
-        gid,
+        uid: uid.unwrap_or(0),
+        gid: gid.unwrap_or(0),
         mtime: i64::from(f.mtime),
         xattrs: Vec::new(),
     };
@@ -359,22 +426,19 @@ fn meta_of(
             meta.set_xattr(caps::XATTR_NAME.to_vec(), value);
         }
     }
-    Ok(meta)
+    Ok((
+        meta,
+        uid.is_none().then(|| f.user.clone()),
+        gid.is_none().then(|| f.group.clone()),
+    ))
 }
 
-fn note(report: &mut LayerReport, pkg: &RpmPackage, unknown: BTreeSet<String>) {
+fn note(report: &mut LayerReport, pkg: &RpmPackage) {
     if !pkg.install_scriptlets.is_empty() {
         report.notes.push(format!(
             "{}: scriptlets not run: {}",
             pkg.nevra(),
             pkg.install_scriptlets.join(", ")
-        ));
-    }
-    if !unknown.is_empty() {
-        report.notes.push(format!(
-            "{}: {} not in the tree's /etc/passwd or /etc/group; those files are owned by root",
-            pkg.nevra(),
-            unknown.into_iter().collect::<Vec<_>>().join(", ")
         ));
     }
 }

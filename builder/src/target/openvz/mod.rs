@@ -48,6 +48,9 @@ impl Packager for Openvz {
         check_part("dist", &spec.dist)?;
         check_part("version", &spec.version)?;
         check_part("arch", &spec.arch)?;
+        if let Some(d) = &spec.distribution {
+            check_part("distribution", d)?;
+        }
         if let Some(extra) = &spec.extra {
             check_part("extra", extra)?;
         }
@@ -97,6 +100,11 @@ impl Packager for Openvz {
 /// `ve-<name>.conf-sample`, a vswap-style configuration (vzctl 4).
 pub fn conf_sample(name: &str, template: &str, spec: &OpenvzSpec, vcpus: u32) -> String {
     let cpus = spec.cpus.unwrap_or(vcpus);
+    let distribution = spec
+        .distribution
+        .as_ref()
+        .map(|d| format!("DISTRIBUTION=\"{d}\"\n"))
+        .unwrap_or_default();
     format!(
         "# OpenVZ container configuration sample written by imgbuild {version} for {name}.\n\
          # Install: cp {template}.tar.* /vz/template/cache/ && cp ve-{name}.conf-sample /etc/vz/conf/\n\
@@ -109,7 +117,8 @@ pub fn conf_sample(name: &str, template: &str, spec: &OpenvzSpec, vcpus: u32) ->
          CPUUNITS=\"{units}\"\n\
          CPUS=\"{cpus}\"\n\
          ONBOOT=\"no\"\n\
-         OSTEMPLATE=\"{template}\"\n",
+         OSTEMPLATE=\"{template}\"\n\
+         {distribution}",
         version = env!("CARGO_PKG_VERSION"),
         phys = spec.physpages,
         swap = spec.swappages,
@@ -143,5 +152,15 @@ mod tests {
             assert!(conf.contains(line), "{line}\n{conf}");
         }
         assert!(check_part("dist", "scientific-linux").is_err());
+        assert!(!conf.contains("DISTRIBUTION"));
+        let spec = OpenvzSpec {
+            distribution: Some("redhat".into()),
+            ..spec
+        };
+        let conf = conf_sample("sl6", "scientific-6-x86_64-bench", &spec, 2);
+        assert!(
+            conf.ends_with("OSTEMPLATE=\"scientific-6-x86_64-bench\"\nDISTRIBUTION=\"redhat\"\n"),
+            "{conf}"
+        );
     }
 }
