@@ -21,7 +21,7 @@ use crate::manifest::{
 };
 use crate::output::{OutputError, Staging};
 use crate::progress::Progress;
-use crate::target::{packager, PackageContext, Target, TargetError};
+use crate::target::{package_all, CheckContext, PackageContext, Target, TargetError};
 use crate::tree::{Content, FileData};
 
 /// Time stamped on generated entries when neither SOURCE_DATE_EPOCH nor the definition sets
@@ -127,6 +127,15 @@ pub fn build(loaded: &LoadedDefinition, options: &BuildOptions) -> Result<BuildO
     let mut def = loaded.definition.clone();
     def.layers.extend(options.extra_layers.iter().cloned());
     let (mtime, clamp) = epochs(&def)?;
+    crate::target::check_all(
+        &options.targets,
+        &CheckContext {
+            definition: &def,
+            device: options.device.as_deref(),
+            xen_dir: options.xen_dir.as_deref(),
+        },
+    )
+    .map_err(|(target, source)| BuildError::Target { target, source })?;
 
     let init = elf_check::locate_init(options.init.as_deref())?;
     elf_check::check_static_executable(&init, elf_check::EM_X86_64)?;
@@ -187,12 +196,6 @@ pub fn build(loaded: &LoadedDefinition, options: &BuildOptions) -> Result<BuildO
         }
         None => None,
     };
-
-    let out_dir = options
-        .out_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("out").join(&def.name));
-    let staging = Staging::new(&out_dir)?;
 
     let assembled = assemble(&def, mtime, &progress)?;
     let cmdline_extra = def
@@ -257,6 +260,12 @@ pub fn build(loaded: &LoadedDefinition, options: &BuildOptions) -> Result<BuildO
         },
     )?;
 
+    // Only now, with the tree known to fit, is anything written.
+    let out_dir = options
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("out").join(&def.name));
+    let staging = Staging::new(&out_dir)?;
     let artefacts = Artefacts::new(
         &def.name,
         &finished,
@@ -276,14 +285,11 @@ pub fn build(loaded: &LoadedDefinition, options: &BuildOptions) -> Result<BuildO
     };
     let mut targets = BTreeMap::new();
     let mut hashes: HashMap<(u64, u64), String> = HashMap::new();
-    for target in &options.targets {
-        let spinner = progress.spinner(target.name());
-        let outputs = packager(*target)
-            .package(&cx)
-            .map_err(|source| BuildError::Target {
-                target: *target,
-                source,
-            })?;
+    let spinner = progress.spinner("packaging");
+    let packaged = package_all(&options.targets, &cx)
+        .map_err(|(target, source)| BuildError::Target { target, source })?;
+    spinner.finish_and_clear();
+    for (target, outputs) in packaged {
         let mut files = Vec::new();
         for output in outputs {
             let staged = staging.path(&output.path)?;
@@ -297,7 +303,6 @@ pub fn build(loaded: &LoadedDefinition, options: &BuildOptions) -> Result<BuildO
                 sha256,
             });
         }
-        spinner.finish_and_clear();
         progress.log(format!("{target}: {} files", files.len()));
         targets.insert(target.name().to_string(), TargetFiles { files });
     }

@@ -11,7 +11,9 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("imgbuild: {:#}", failure.error);
+            // Every error of the library names its cause in its own message (the project's
+            // style), so the alternate form, which appends the causes again, would repeat them.
+            eprintln!("imgbuild: {}", failure.error);
             ExitCode::from(failure.code)
         }
     }

@@ -16,7 +16,7 @@ impl Packager for Qemu {
         let mut outputs = Vec::new();
         let disk = format!("{name}.raw");
         cx.artefacts
-            .place(cx.artefacts.disk()?, &format!("qemu/{disk}"))?;
+            .place_disk(&cx.artefacts.disk()?, &format!("qemu/{disk}"))?;
         outputs.push(Output {
             role: Role::Disk,
             path: format!("qemu/{disk}"),
@@ -30,7 +30,7 @@ impl Packager for Qemu {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            cx.artefacts.place(shared, &format!("qemu/{file}"))?;
+            cx.artefacts.place(&shared, &format!("qemu/{file}"))?;
             outputs.push(Output {
                 role,
                 path: format!("qemu/{file}"),

@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::fs::File;
 
-use super::{write_text, Output, PackageContext, Packager, TargetError};
+use super::{write_text, CheckContext, Output, PackageContext, Packager, TargetError};
 use crate::definition::{NicModel, ScsiAdapter, VmdkFormat, VmwareSpec};
 use crate::manifest::Role;
 use crate::vmdk::{write_vmdk, VmdkOptions};
@@ -28,6 +28,10 @@ fn vmdk_name(name: &str, format: VmdkFormat) -> String {
 }
 
 impl Packager for Vmware {
+    fn check(&self, cx: &CheckContext<'_>) -> Result<(), TargetError> {
+        check_spec(&cx.definition.vmware, cx.definition.vm.memory)
+    }
+
     fn package(&self, cx: &PackageContext<'_>) -> Result<Vec<Output>, TargetError> {
         let spec = &cx.definition.vmware;
         check_spec(spec, cx.definition.vm.memory)?;
@@ -36,8 +40,8 @@ impl Packager for Vmware {
         }
         let name = cx.artefacts.name();
         let disk_path = cx.artefacts.disk()?;
-        let raw = File::open(disk_path).map_err(|source| TargetError::Io {
-            path: disk_path.to_path_buf(),
+        let raw = File::open(&disk_path).map_err(|source| TargetError::Io {
+            path: disk_path.clone(),
             source,
         })?;
         let mut options = VmdkOptions::new(&cx.finished.digest.0, spec.adapter);
@@ -79,16 +83,7 @@ impl Packager for Vmware {
             path: format!("vmware/{results}"),
         });
 
-        let root_disk = spec
-            .formats
-            .iter()
-            .find(|f| **f != VmdkFormat::StreamOptimized)
-            .map(|f| vmdk_name(name, *f))
-            .ok_or_else(|| {
-                TargetError::Invalid(
-                    "vmware.formats needs monolithicSparse or monolithicFlat for the .vmx to run (streamOptimized is for import only)".into(),
-                )
-            })?;
+        let root_disk = root_disk_format(spec).map(|f| vmdk_name(name, f))?;
         let vmx = render_vmx(
             name,
             spec,
@@ -122,12 +117,28 @@ pub fn check_spec(spec: &VmwareSpec, memory: u32) -> Result<(), TargetError> {
                 .into(),
         ));
     }
+    root_disk_format(spec)?;
     if memory % 4 != 0 {
         return Err(TargetError::Invalid(format!(
             "vm.memory {memory} must be a multiple of 4 MiB for VMware"
         )));
     }
     Ok(())
+}
+
+/// The form the .vmx runs: the first that is not streamOptimized, which is for import only.
+fn root_disk_format(spec: &VmwareSpec) -> Result<VmdkFormat, TargetError> {
+    spec.formats
+        .iter()
+        .copied()
+        .find(|f| *f != VmdkFormat::StreamOptimized)
+        .ok_or_else(|| {
+            TargetError::Invalid(
+                "vmware.formats needs monolithicSparse or monolithicFlat for the .vmx to run \
+                 (streamOptimized is for import only)"
+                    .into(),
+            )
+        })
 }
 
 /// The `.vmx` text.

@@ -12,7 +12,7 @@ use std::io::{BufWriter, Write};
 
 use flate2::{Compression, GzBuilder};
 
-use super::{write_text, Output, PackageContext, Packager, TargetError};
+use super::{write_text, CheckContext, Output, PackageContext, Packager, TargetError};
 use crate::definition::{OpenvzCompression, OpenvzSpec};
 use crate::manifest::Role;
 
@@ -42,15 +42,24 @@ fn check_part(what: &str, value: &str) -> Result<(), TargetError> {
     Ok(())
 }
 
+fn check_spec(spec: &OpenvzSpec) -> Result<(), TargetError> {
+    check_part("dist", &spec.dist)?;
+    check_part("version", &spec.version)?;
+    check_part("arch", &spec.arch)?;
+    if let Some(extra) = &spec.extra {
+        check_part("extra", extra)?;
+    }
+    Ok(())
+}
+
 impl Packager for Openvz {
+    fn check(&self, cx: &CheckContext<'_>) -> Result<(), TargetError> {
+        check_spec(&cx.definition.openvz)
+    }
+
     fn package(&self, cx: &PackageContext<'_>) -> Result<Vec<Output>, TargetError> {
         let spec = &cx.definition.openvz;
-        check_part("dist", &spec.dist)?;
-        check_part("version", &spec.version)?;
-        check_part("arch", &spec.arch)?;
-        if let Some(extra) = &spec.extra {
-            check_part("extra", extra)?;
-        }
+        check_spec(spec)?;
         let template = template_name(spec);
         let file = match spec.compression {
             OpenvzCompression::Gz => format!("{template}.tar.gz"),
