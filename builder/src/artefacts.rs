@@ -9,6 +9,11 @@
 //!
 //! Targets may be packaged on several threads at once (the OpenVZ template needs none of these
 //! images), so each artefact is made under its own lock, at most once.
+//!
+//! Images are not flushed to the disk one by one: the staging directory and the final renames
+//! already make a build appear whole or not at all, and flushing each image of `--target all`
+//! (a gigabyte and more) in turn would make the build wait on the disk for most of its time.
+//! Only a real device (`--device`) is flushed, since nothing renames it into place.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -135,7 +140,6 @@ impl<'a> Artefacts<'a> {
             let path = self.shared(&format!("{}.ext4", self.name))?;
             let file = File::create(&path).map_err(io_at(&path))?;
             self.write_fs(&file, 0, true)?;
-            file.sync_all().map_err(io_at(&path))?;
             Ok(path)
         })
     }
@@ -192,7 +196,6 @@ impl<'a> Artefacts<'a> {
             }
             None => self.write_fs(&file, layout.partition_start, true)?,
         }
-        file.sync_all().map_err(io_at(&path))?;
         Ok(path)
     }
 

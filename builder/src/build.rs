@@ -4,9 +4,8 @@
 //! in a staging directory → manifest → rename into place. The filesystem is written once and
 //! shared; nothing reaches the output directory unless every step succeeded.
 
-use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::artefacts::Artefacts;
@@ -16,9 +15,7 @@ use crate::disk::grub;
 use crate::ext4::{self, Ext4Params};
 use crate::finish::{finish, format_uuid, BootFiles, FinishError, FinishInputs};
 use crate::kernel::{self, elf_check, initramfs::InitramfsOptions, KernelError, KernelFile};
-use crate::manifest::{
-    file_sha256, FilesystemInfo, Manifest, ManifestFile, TargetFiles, MANIFEST_NAME,
-};
+use crate::manifest::{FilesystemInfo, Manifest, ManifestFile, TargetFiles, MANIFEST_NAME};
 use crate::output::{OutputError, Staging};
 use crate::progress::Progress;
 use crate::target::{package_all, CheckContext, PackageContext, Target, TargetError};
@@ -284,25 +281,19 @@ pub fn build(loaded: &LoadedDefinition, options: &BuildOptions) -> Result<BuildO
         device: options.device.as_deref(),
     };
     let mut targets = BTreeMap::new();
-    let mut hashes: HashMap<(u64, u64), String> = HashMap::new();
     let spinner = progress.spinner("packaging");
     let packaged = package_all(&options.targets, &cx)
         .map_err(|(target, source)| BuildError::Target { target, source })?;
     spinner.finish_and_clear();
-    for (target, outputs) in packaged {
-        let mut files = Vec::new();
-        for output in outputs {
-            let staged = staging.path(&output.path)?;
-            let sha256 = hash_once(&staged, &mut hashes).map_err(|source| OutputError {
-                path: staged.clone(),
-                source,
-            })?;
-            files.push(ManifestFile {
-                role: output.role,
-                path: output.path,
-                sha256,
-            });
-        }
+    for (target, packaged_files) in packaged {
+        let files: Vec<ManifestFile> = packaged_files
+            .into_iter()
+            .map(|f| ManifestFile {
+                role: f.role,
+                path: f.path,
+                sha256: f.sha256,
+            })
+            .collect();
         progress.log(format!("{target}: {} files", files.len()));
         targets.insert(target.name().to_string(), TargetFiles { files });
     }
@@ -340,16 +331,4 @@ pub fn build(loaded: &LoadedDefinition, options: &BuildOptions) -> Result<BuildO
     let out_dir = staging.out_dir().to_path_buf();
     staging.commit(MANIFEST_NAME)?;
     Ok(BuildOutput { manifest, out_dir })
-}
-
-/// sha256 of a file, computed once per inode (targets share files through hard links).
-fn hash_once(path: &Path, cache: &mut HashMap<(u64, u64), String>) -> std::io::Result<String> {
-    let meta = std::fs::metadata(path)?;
-    let key = (meta.dev(), meta.ino());
-    if let Some(h) = cache.get(&key) {
-        return Ok(h.clone());
-    }
-    let h = file_sha256(path)?;
-    cache.insert(key, h.clone());
-    Ok(h)
 }

@@ -2,9 +2,12 @@
 //! package. A new target is one new module and one `Target` variant.
 
 pub mod openvz;
+mod packaging;
 pub mod qemu;
 pub mod vmware;
 pub mod xen;
+
+pub use packaging::{check_all, package_all, PackagedFile};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -142,82 +145,6 @@ pub trait Packager: Sync {
 
     /// Writes the package into the staging directory and lists its files.
     fn package(&self, cx: &PackageContext<'_>) -> Result<Vec<Output>, TargetError>;
-}
-
-/// Runs every target's [`Packager::check`], and refuses options no chosen target uses.
-pub fn check_all(targets: &[Target], cx: &CheckContext<'_>) -> Result<(), (Target, TargetError)> {
-    for &target in targets {
-        packager(target).check(cx).map_err(|e| (target, e))?;
-    }
-    if !targets.contains(&Target::Xen) {
-        let unused = [("--device", cx.device), ("--xen-dir", cx.xen_dir)]
-            .into_iter()
-            .find(|(_, value)| value.is_some());
-        if let Some((option, _)) = unused {
-            let first = targets.first().copied().unwrap_or(Target::Xen);
-            return Err((
-                first,
-                TargetError::Invalid(format!(
-                    "{option} is for the xen target, which is not being built"
-                )),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Packages `targets`, each once, and returns their outputs in the order given.
-///
-/// The OpenVZ template is made from the tree, not from the images the VM targets share, so it
-/// is written on a thread of its own while the others take turns on this one: on two cores the
-/// template's compression costs little wall time.
-pub fn package_all(
-    targets: &[Target],
-    cx: &PackageContext<'_>,
-) -> Result<Vec<(Target, Vec<Output>)>, (Target, TargetError)> {
-    let (alone, shared): (Vec<Target>, Vec<Target>) =
-        targets.iter().partition(|t| **t == Target::Openvz);
-    let run = |target: Target| {
-        packager(target)
-            .package(cx)
-            .map(|outputs| (target, outputs))
-            .map_err(|e| (target, e))
-    };
-    let (mut done, other) = std::thread::scope(|s| {
-        let handles: Vec<_> = alone
-            .iter()
-            .map(|&target| (target, s.spawn(move || run(target))))
-            .collect();
-        let mut done = Vec::new();
-        let mut failed = None;
-        for &target in &shared {
-            match run(target) {
-                Ok(result) => done.push(result),
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        let mut other = Vec::new();
-        for (target, handle) in handles {
-            other.push(handle.join().unwrap_or_else(|_| {
-                Err((
-                    target,
-                    TargetError::Invalid("the packaging thread panicked".into()),
-                ))
-            }));
-        }
-        match failed {
-            Some(e) => Err(e),
-            None => Ok((done, other)),
-        }
-    })?;
-    for result in other {
-        done.push(result?);
-    }
-    done.sort_by_key(|(target, _)| targets.iter().position(|t| t == target));
-    Ok(done)
 }
 
 /// The packager of a target.

@@ -46,6 +46,8 @@ impl Packager for Vmware {
         })?;
         let mut options = VmdkOptions::new(&cx.finished.digest.0, spec.adapter);
         options.hw_version = 4;
+        // The staging directory makes the build's outputs appear all at once; see artefacts.
+        options.durable = false;
         let mut outputs = Vec::new();
         for format in &spec.formats {
             let file = vmdk_name(name, *format);
@@ -71,7 +73,8 @@ impl Packager for Vmware {
         })?;
         let results = format!("{name}-results.vmdk");
         let dest = cx.artefacts.staged(&format!("vmware/{results}"))?;
-        let results_options = VmdkOptions::new(b"imgbuild results disk", spec.adapter);
+        let mut results_options = VmdkOptions::new(b"imgbuild results disk", spec.adapter);
+        results_options.durable = false;
         write_vmdk(
             &raw_results,
             VmdkFormat::MonolithicSparse,
