@@ -15,7 +15,7 @@
 //! (a gigabyte and more) in turn would make the build wait on the disk for most of its time.
 //! Only a real device (`--device`) is flushed, since nothing renames it into place.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::io::AsRawFd;
@@ -79,6 +79,8 @@ pub struct Artefacts<'a> {
     initrd: Mutex<Option<PathBuf>>,
     /// Shared writable disks already linked into a target.
     placed_disks: Mutex<HashSet<PathBuf>>,
+    /// Staged copies of shared files, and what they are copies of.
+    copies: Mutex<HashMap<PathBuf, PathBuf>>,
 }
 
 /// The artefact in `cell`, made by `make` the first time.
@@ -117,6 +119,7 @@ impl<'a> Artefacts<'a> {
             kernel: Mutex::default(),
             initrd: Mutex::default(),
             placed_disks: Mutex::default(),
+            copies: Mutex::default(),
         }
     }
 
@@ -286,8 +289,22 @@ impl<'a> Artefacts<'a> {
             out.set_len(src.metadata().map_err(io_at(shared))?.len())
                 .map_err(io_at(&dest))?;
             copy_data(shared, &out, 0).map_err(io_at(&dest))?;
+            self.copies
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(dest.clone(), shared.to_path_buf());
         }
         Ok(dest)
+    }
+
+    /// The shared file that the staged file `staged` is a byte-for-byte copy of, if it is one
+    /// (so its sha256 need not be computed twice).
+    pub fn copy_source(&self, staged: &Path) -> Option<PathBuf> {
+        self.copies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(staged)
+            .cloned()
     }
 }
 

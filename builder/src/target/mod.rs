@@ -157,6 +157,13 @@ pub fn packager(target: Target) -> Box<dyn Packager> {
     }
 }
 
+/// The last component of `path` (lossy), as files are named in configs and the manifest.
+pub(crate) fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// Writes a small text file into the staging directory.
 pub(crate) fn write_text(
     cx: &PackageContext<'_>,

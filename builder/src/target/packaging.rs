@@ -50,7 +50,10 @@ pub struct PackagedFile {
     pub sha256: String,
 }
 
-type Packaged = Result<(Target, Vec<PackagedFile>), (Target, TargetError)>;
+/// The files of one target, hashed.
+pub type TargetFiles = (Target, Vec<PackagedFile>);
+
+type Packaged = Result<TargetFiles, (Target, TargetError)>;
 
 /// sha256 per inode: targets share kernels and initramfs through hard links.
 #[derive(Default)]
@@ -86,7 +89,9 @@ impl Hashes {
             .into_iter()
             .map(|o| {
                 let staged: PathBuf = cx.artefacts.staged(&o.path)?;
-                let sha256 = self.sha256(&staged).map_err(|source| TargetError::Io {
+                // A copy of a shared file has its bytes: hash the original, once.
+                let read = cx.artefacts.copy_source(&staged).unwrap_or(staged.clone());
+                let sha256 = self.sha256(&read).map_err(|source| TargetError::Io {
                     path: staged.clone(),
                     source,
                 })?;
@@ -104,7 +109,7 @@ impl Hashes {
 pub fn package_all(
     targets: &[Target],
     cx: &PackageContext<'_>,
-) -> Result<Vec<(Target, Vec<PackagedFile>)>, (Target, TargetError)> {
+) -> Result<Vec<TargetFiles>, (Target, TargetError)> {
     let hashes = Hashes::default();
     let hashes = &hashes;
     let package = move |target: Target| packager(target).package(cx).map_err(|e| (target, e));

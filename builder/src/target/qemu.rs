@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{write_text, Output, PackageContext, Packager, TargetError};
+use super::{file_name, write_text, Output, PackageContext, Packager, TargetError};
 use crate::manifest::Role;
 use crate::run::qemu::{command, Accel, Boot, CacheMode, DeviceSet, Drive, Guest};
 
@@ -26,10 +26,7 @@ impl Packager for Qemu {
             (Role::Kernel, cx.artefacts.kernel()?),
             (Role::Initrd, cx.artefacts.initrd()?),
         ] {
-            let file = shared
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let file = file_name(&shared);
             cx.artefacts.place(&shared, &format!("qemu/{file}"))?;
             outputs.push(Output {
                 role,

@@ -7,11 +7,13 @@
 
 use std::fmt::Write as _;
 use std::fs::File;
+use std::path::Path;
+use std::thread;
 
-use super::{write_text, CheckContext, Output, PackageContext, Packager, TargetError};
+use super::{file_name, write_text, CheckContext, Output, PackageContext, Packager, TargetError};
 use crate::definition::{NicModel, ScsiAdapter, VmdkFormat, VmwareSpec};
 use crate::manifest::Role;
-use crate::vmdk::{write_vmdk, VmdkOptions};
+use crate::vmdk::{flat, write_vmdk, VmdkOptions, SECTOR};
 
 /// virtualHW.version values VMware products know (ESX 3.5 = 4 … ESXi 8 = 21).
 pub const HW_VERSIONS: [u32; 14] = [4, 7, 8, 9, 10, 11, 13, 14, 15, 17, 18, 19, 20, 21];
@@ -48,21 +50,56 @@ impl Packager for Vmware {
         options.hw_version = 4;
         // The staging directory makes the build's outputs appear all at once; see artefacts.
         options.durable = false;
-        let mut outputs = Vec::new();
-        for format in &spec.formats {
-            let file = vmdk_name(name, *format);
-            let dest = cx.artefacts.staged(&format!("vmware/{file}"))?;
-            for written in write_vmdk(&raw, *format, &dest, &options)? {
-                let file = written
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                outputs.push(Output {
-                    role: Role::Disk,
-                    path: format!("vmware/{file}"),
-                });
+        let mut formats: Vec<VmdkFormat> = Vec::new();
+        for f in &spec.formats {
+            if !formats.contains(f) {
+                formats.push(*f);
             }
         }
+        // The compressed form takes longest: it is written on another thread meanwhile.
+        let mut written: Vec<(VmdkFormat, Vec<String>)> = thread::scope(|s| {
+            let stream = formats.contains(&VmdkFormat::StreamOptimized).then(|| {
+                s.spawn(|| {
+                    let format = VmdkFormat::StreamOptimized;
+                    let file = vmdk_name(name, format);
+                    let dest = cx.artefacts.staged(&format!("vmware/{file}"))?;
+                    write_vmdk(&raw, format, &dest, &options)?;
+                    Ok::<_, TargetError>((format, vec![file]))
+                })
+            });
+            let mut written = Vec::new();
+            for &format in formats
+                .iter()
+                .filter(|f| **f != VmdkFormat::StreamOptimized)
+            {
+                let file = vmdk_name(name, format);
+                let files = match format {
+                    VmdkFormat::MonolithicFlat => flat_from_raw(cx, &disk_path, &file, &options)?,
+                    _ => {
+                        let dest = cx.artefacts.staged(&format!("vmware/{file}"))?;
+                        write_vmdk(&raw, format, &dest, &options)?;
+                        vec![file]
+                    }
+                };
+                written.push((format, files));
+            }
+            if let Some(handle) = stream {
+                let result = handle.join().map_err(|_| {
+                    TargetError::Invalid("the streamOptimized writer panicked".into())
+                })?;
+                written.push(result?);
+            }
+            Ok::<_, TargetError>(written)
+        })?;
+        written.sort_by_key(|(format, _)| formats.iter().position(|f| f == format));
+        let mut outputs: Vec<Output> = written
+            .into_iter()
+            .flat_map(|(_, files)| files)
+            .map(|file| Output {
+                role: Role::Disk,
+                path: format!("vmware/{file}"),
+            })
+            .collect();
         // The results disk: a raw results image converted to a hosted sparse VMDK.
         let results_raw = cx
             .artefacts
@@ -102,6 +139,42 @@ impl Packager for Vmware {
         });
         Ok(outputs)
     }
+}
+
+/// The monolithicFlat form of the raw disk at `raw`: its extent is the raw disk itself (linked
+/// or copied in the kernel, no pass through this process), and the descriptor `file` names it.
+/// Returns the files, descriptor first.
+fn flat_from_raw(
+    cx: &PackageContext<'_>,
+    raw: &Path,
+    file: &str,
+    options: &VmdkOptions,
+) -> Result<Vec<String>, TargetError> {
+    let size = std::fs::metadata(raw)
+        .map_err(|source| TargetError::Io {
+            path: raw.to_path_buf(),
+            source,
+        })?
+        .len();
+    if size % SECTOR != 0 {
+        // Not a whole number of sectors: the writer pads the extent.
+        let dest = cx.artefacts.staged(&format!("vmware/{file}"))?;
+        let raw_file = File::open(raw).map_err(|source| TargetError::Io {
+            path: raw.to_path_buf(),
+            source,
+        })?;
+        return Ok(
+            write_vmdk(&raw_file, VmdkFormat::MonolithicFlat, &dest, options)?
+                .iter()
+                .map(|p| file_name(p))
+                .collect(),
+        );
+    }
+    let extent = flat::extent_name(file);
+    cx.artefacts.place_disk(raw, &format!("vmware/{extent}"))?;
+    let text = flat::descriptor_text(&extent, size / SECTOR, options);
+    write_text(cx, &format!("vmware/{file}"), &text)?;
+    Ok(vec![file.to_string(), extent])
 }
 
 /// Refuses values VMware would reject, naming the allowed ones.

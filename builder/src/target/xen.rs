@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::{write_text, CheckContext, Output, PackageContext, Packager, TargetError};
+use super::{file_name, write_text, CheckContext, Output, PackageContext, Packager, TargetError};
 use crate::artefacts::ArtefactError;
 use crate::definition::{XenBootloader, XenGuestType, XenSpec};
 use crate::disk::device;
@@ -121,12 +121,6 @@ fn pygrub_device() -> TargetError {
     TargetError::Invalid(
         "--device writes a bare filesystem; xen.bootloader = \"pygrub\" needs a whole disk".into(),
     )
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }
 
 /// What the xl config describes.
