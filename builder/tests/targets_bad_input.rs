@@ -110,7 +110,8 @@ fn cases() -> Vec<(Vec<String>, Vec<&'static str>)> {
 
 #[test]
 fn bad_values_are_refused_before_anything_is_written() {
-    let work = scratch("bad-input-fresh");
+    let scratch_dir = scratch("bad-input-fresh");
+    let work = scratch_dir.path();
     for (args, wanted) in cases() {
         let out = work.join("out");
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -124,7 +125,8 @@ fn bad_values_are_refused_before_anything_is_written() {
 
 #[test]
 fn an_earlier_good_build_stays_untouched() {
-    let work = scratch("bad-input-earlier");
+    let scratch_dir = scratch("bad-input-earlier");
+    let work = scratch_dir.path();
     let out = work.join("out");
     build(&out, &["--target", "all"]);
     let before = listing(&out);
@@ -140,7 +142,8 @@ fn an_earlier_good_build_stays_untouched() {
 
 #[test]
 fn too_big_for_a_fixed_size_names_the_size_needed() {
-    let work = scratch("bad-input-size");
+    let scratch_dir = scratch("bad-input-size");
+    let work = scratch_dir.path();
     let out = work.join("out");
     let stderr = refused(&out, &["--target", "xen", "--set", "filesystem.size=1M"]);
     // "the filesystem needs N bytes (M MiB) but its size is fixed at 1048576 bytes"
@@ -188,7 +191,8 @@ fn mounted_block_device() -> PathBuf {
 #[test]
 fn a_mounted_device_is_refused() {
     let device = mounted_block_device();
-    let work = scratch("bad-input-device");
+    let scratch_dir = scratch("bad-input-device");
+    let work = scratch_dir.path();
     let out = work.join("out");
     let before = fs::metadata(&device).unwrap();
     let stderr = refused(
@@ -208,7 +212,8 @@ fn a_mounted_device_is_refused() {
 
 #[test]
 fn a_regular_file_is_refused_and_left_alone() {
-    let work = scratch("bad-input-file");
+    let scratch_dir = scratch("bad-input-file");
+    let work = scratch_dir.path();
     let file = work.join("disk.img");
     let content: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
     fs::write(&file, &content).unwrap();

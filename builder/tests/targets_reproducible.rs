@@ -54,7 +54,8 @@ fn listing_names(dir: &Path) -> Vec<String> {
 
 #[test]
 fn default_image_twice() {
-    let work = scratch("repro-default");
+    let scratch_dir = scratch("repro-default");
+    let work = scratch_dir.path();
     let (a, b) = (work.join("a"), work.join("b"));
     build(&a, &["--target", "all", "--xen-dir", XEN_DIR]);
     build(&b, &["--target", "all", "--xen-dir", XEN_DIR]);
@@ -64,7 +65,8 @@ fn default_image_twice() {
 #[test]
 fn custom_image_twice_on_any_number_of_cpus() {
     need("taskset", "util-linux");
-    let work = scratch("repro-custom");
+    let scratch_dir = scratch("repro-custom");
+    let work = scratch_dir.path();
     let def = write_custom(&work.join("fixture"));
     let a = work.join("a");
     let image = def.to_str().unwrap();

@@ -138,7 +138,8 @@ fn custom_image_verifies_and_every_corruption_is_named() {
         assert!(carriers.iter().any(|c| c == want), "{want}: {carriers:?}");
     }
 
-    let work = scratch("verify-corrupt");
+    let scratch_dir = scratch("verify-corrupt");
+    let work = scratch_dir.path();
     for (i, relative) in carriers.iter().enumerate() {
         let copy = work.join(format!("case{i}"));
         copy_tree(&out, &copy);

@@ -23,7 +23,10 @@ fn xl_parse() -> PathBuf {
             Path::new("/usr/include/libxlutil.h").exists(),
             "Xen's headers are needed: apt-get install -y libxen-dev"
         );
-        let dir = scratch("xl-parse");
+        // Kept for the whole run (a static is never dropped), at a fixed place so that runs
+        // replace it rather than pile up.
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("targets-tests");
+        std::fs::create_dir_all(&dir).unwrap();
         let bin = dir.join("xl_parse");
         ok(Command::new("gcc")
             .args(["-Wall", "-Wextra", "-Werror", "-O1", "-o"])

@@ -103,37 +103,79 @@ pub fn build(out: &Path, args: &[&str]) -> Manifest {
     Manifest::read(out).unwrap()
 }
 
-/// A scratch directory under the target directory, emptied first: big builds stay out of
-/// /tmp and are replaced by the next run instead of piling up.
-pub fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("targets-tests")
-        .join(name);
-    if dir.exists() {
-        fs::remove_dir_all(&dir).unwrap();
-    }
+fn tests_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("targets-tests");
     fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-/// A build made once per test binary and shared by its tests: `key` names it.
+/// A fresh scratch directory under the target directory (builds of a few hundred MB stay out
+/// of /tmp), removed when dropped, also when the test fails.
+pub fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("{name}."))
+        .tempdir_in(tests_dir())
+        .unwrap()
+}
+
+/// What a shared build depends on besides its key: the imgbuild and init binaries and the
+/// fixture code. A build made by other binaries is made again.
+fn stamp() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let mut s = String::new();
+    for p in [imgbuild(), init()] {
+        let m = fs::metadata(&p).unwrap();
+        s.push_str(&format!(
+            "{} {} {}.{}\n",
+            p.display(),
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec()
+        ));
+    }
+    use sha2::Digest;
+    let fixture = sha2::Sha256::digest(include_str!("mod.rs").as_bytes());
+    s.push_str(&format!("fixture {fixture:x}\n"));
+    s
+}
+
+/// A build shared by every targets test (of this and the other test binaries), made by `make`
+/// into the directory it is given, once for a given imgbuild, init and fixture code; returns
+/// the directory. Kept under the target directory, replaced when the binaries change.
 pub fn shared_build(key: &str, make: impl FnOnce(&Path)) -> PathBuf {
-    static BUILDS: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
-    let builds = BUILDS.get_or_init(Mutex::default);
-    let mut map = builds.lock().unwrap_or_else(|e| e.into_inner());
+    static SEEN: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(Mutex::default);
+    let mut map = seen.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(p) = map.get(key) {
         return p.clone();
     }
-    let exe = std::env::current_exe().unwrap();
-    let binary = exe.file_name().unwrap().to_string_lossy().into_owned();
-    let binary = binary.split('-').next().unwrap_or("test").to_string();
-    let dir = scratch(&format!("{binary}/{key}"));
-    make(&dir);
+    let root = tests_dir().join("shared");
+    fs::create_dir_all(&root).unwrap();
+    // Test binaries may run at once: one makes a build, the others wait for it.
+    let lock = fs::File::create(root.join(format!("{key}.lock"))).unwrap();
+    // SAFETY: flock on an open descriptor; released when the file is closed.
+    assert_eq!(
+        unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) },
+        0
+    );
+    let dir = root.join(key);
+    let stamp_file = root.join(format!("{key}.stamp"));
+    let stamp = stamp();
+    if fs::read_to_string(&stamp_file).ok().as_deref() != Some(stamp.as_str()) {
+        let _ = fs::remove_file(&stamp_file);
+        if dir.exists() {
+            fs::remove_dir_all(&dir).unwrap();
+        }
+        fs::create_dir_all(&dir).unwrap();
+        make(&dir);
+        fs::write(&stamp_file, &stamp).unwrap();
+    }
+    drop(lock);
     map.insert(key.to_string(), dir.clone());
     dir
 }
 
-/// The default image, `--target all`, built once per test binary; returns the output dir.
+/// The default image, `--target all`, built once for all tests; returns the output dir.
 pub fn default_all() -> PathBuf {
     shared_build("default-all", |dir| {
         build(&dir.join("out"), &["--target", "all"]);
@@ -141,7 +183,7 @@ pub fn default_all() -> PathBuf {
     .join("out")
 }
 
-/// The custom image (see [`write_custom`]), `--target all`, built once per test binary.
+/// The custom image (see [`write_custom`]), `--target all`, built once for all tests.
 pub fn custom_all() -> PathBuf {
     shared_build("custom-all", |dir| {
         let def = write_custom(&dir.join("fixture"));
