@@ -76,6 +76,8 @@ pub enum Role {
     Initrd,
     /// The results disk.
     Results,
+    /// An appliance (OVA) holding a VM's description and its disks.
+    Appliance,
 }
 
 /// One file of a target.

@@ -174,3 +174,198 @@ fn descriptors_have_the_keys() {
         }
     }
 }
+
+fn ova_build(key: &str, extra: &[&str]) -> std::path::PathBuf {
+    let mut args = vec!["--target", "vmware", "--set", "vmware.ova=true"];
+    args.extend_from_slice(extra);
+    shared_build(key, |dir| {
+        build(&dir.join("out"), &args);
+    })
+    .join("out")
+}
+
+/// `SHA256(name)= hex` lines of an `.mf`.
+fn mf_lines(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(|l| {
+            let rest = l.strip_prefix("SHA256(").unwrap_or_else(|| panic!("{l:?}"));
+            let (name, sum) = rest.split_once(")= ").unwrap_or_else(|| panic!("{l:?}"));
+            (name.to_string(), sum.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn ova_holds_ovf_mf_and_disks_in_order() {
+    need("tar", "tar");
+    need("python3", "python3");
+    let out = ova_build("ova", &[]);
+    let ova = out.join("vmware/minimal.ova");
+    // ustar members, the descriptor first, then the manifest, then the disks.
+    let bytes = fs::read(&ova).unwrap();
+    assert_eq!(&bytes[257..263], b"ustar\0");
+    assert_eq!(bytes.len() % 10240, 0);
+    let list = ok(Command::new("tar").arg("-tf").arg(&ova)).stdout;
+    let list = String::from_utf8(list).unwrap();
+    assert_eq!(
+        list.lines().collect::<Vec<_>>(),
+        [
+            "minimal.ovf",
+            "minimal.mf",
+            "minimal-stream.vmdk",
+            "minimal-results-stream.vmdk"
+        ]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    ok(Command::new("tar")
+        .arg("-xf")
+        .arg(&ova)
+        .arg("-C")
+        .arg(dir.path()));
+    // The manifest's sums are those of the files, computed by sha256sum.
+    let mf = fs::read_to_string(dir.path().join("minimal.mf")).unwrap();
+    let lines = mf_lines(&mf);
+    assert_eq!(lines.len(), 3, "{mf}");
+    assert_eq!(lines[0].0, "minimal.ovf");
+    for (name, sum) in &lines {
+        let out = ok(Command::new("sha256sum").arg(dir.path().join(name)));
+        assert_eq!(&String::from_utf8_lossy(&out.stdout)[..64], sum, "{name}");
+    }
+    // The root disk is the package's streamOptimized VMDK, and reads as the sparse one.
+    ok(Command::new("cmp")
+        .arg(dir.path().join("minimal-stream.vmdk"))
+        .arg(out.join("vmware/minimal-stream.vmdk")));
+    let cmp = ok(Command::new("qemu-img")
+        .args(["compare", "-f", "vmdk", "-F", "vmdk"])
+        .arg(out.join("vmware/minimal.vmdk"))
+        .arg(dir.path().join("minimal-stream.vmdk")));
+    assert!(String::from_utf8_lossy(&cmp.stdout).contains("identical"));
+    ok(Command::new("qemu-img")
+        .args(["check", "-f", "vmdk"])
+        .arg(dir.path().join("minimal-results-stream.vmdk")));
+
+    // The OVF: well-formed XML in the OVF 1.0 namespace, read by Python's parser.
+    let raw_size = {
+        let info = ok(Command::new("qemu-img")
+            .args(["info", "--output=json"])
+            .arg(out.join("vmware/minimal.vmdk")));
+        let v: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+        v["virtual-size"].as_u64().unwrap()
+    };
+    let script = r#"
+import json, sys, xml.etree.ElementTree as ET
+ns = {"ovf": "http://schemas.dmtf.org/ovf/envelope/1",
+      "rasd": "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData",
+      "vssd": "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData"}
+root = ET.parse(sys.argv[1]).getroot()
+assert root.tag == "{%s}Envelope" % ns["ovf"], root.tag
+A = lambda e, k: e.get("{%s}%s" % (ns["ovf"], k))
+files = [(A(f, "href"), int(A(f, "size")), A(f, "id")) for f in root.findall("ovf:References/ovf:File", ns)]
+disks = [(A(d, "fileRef"), int(A(d, "capacity")), A(d, "format"), A(d, "diskId")) for d in root.findall("ovf:DiskSection/ovf:Disk", ns)]
+items = []
+for i in root.findall("ovf:VirtualSystem/ovf:VirtualHardwareSection/ovf:Item", ns):
+    items.append({c.tag.split("}")[1]: c.text for c in i})
+vst = root.find("ovf:VirtualSystem/ovf:VirtualHardwareSection/ovf:System/vssd:VirtualSystemType", ns).text
+print(json.dumps({"files": files, "disks": disks, "items": items, "type": vst,
+                  "name": root.find("ovf:VirtualSystem/ovf:Name", ns).text}))
+"#;
+    let parsed = ok(Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(dir.path().join("minimal.ovf")));
+    let v: serde_json::Value = serde_json::from_slice(&parsed.stdout).unwrap();
+    assert_eq!(v["name"], "minimal");
+    assert_eq!(v["type"], "vmx-13");
+    let files = v["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2);
+    for f in files {
+        let name = f[0].as_str().unwrap();
+        let size = fs::metadata(dir.path().join(name)).unwrap().len();
+        assert_eq!(f[1].as_u64(), Some(size), "{name}");
+    }
+    let disks = v["disks"].as_array().unwrap();
+    assert_eq!(disks[0][0], files[0][2]);
+    assert_eq!(disks[0][1].as_u64(), Some(raw_size));
+    assert_eq!(
+        disks[0][2],
+        "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"
+    );
+    let item = |rtype: &str| {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["ResourceType"] == rtype)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(item("3")[0]["VirtualQuantity"], "2");
+    assert_eq!(item("4")[0]["VirtualQuantity"], "512");
+    assert_eq!(item("6")[0]["ResourceSubType"], "VirtualSCSI");
+    assert_eq!(item("10")[0]["ResourceSubType"], "VmxNet3");
+    let hard_disks = item("17");
+    assert_eq!(hard_disks.len(), 2);
+    assert_eq!(hard_disks[0]["HostResource"], "ovf:/disk/vmdisk1");
+    assert_eq!(hard_disks[0]["Parent"], item("6")[0]["InstanceID"]);
+}
+
+#[test]
+fn ova_is_deterministic_and_verified() {
+    let out = ova_build("ova", &[]);
+    let again = scratch("ova-again");
+    build(
+        &again.path().join("out"),
+        &["--target", "vmware", "--set", "vmware.ova=true"],
+    );
+    ok(Command::new("cmp")
+        .arg(out.join("vmware/minimal.ova"))
+        .arg(again.path().join("out/vmware/minimal.ova")));
+    let v = imgbuild_run([std::ffi::OsStr::new("verify"), out.as_os_str()]);
+    assert!(v.status.success(), "{}", text(&v));
+
+    // A changed disk inside the archive, with the manifest's sha256 updated: verify checks the
+    // archive against its own .mf and names it.
+    let copy = again.path().join("copy");
+    copy_tree(&out, &copy);
+    let ova = copy.join("vmware/minimal.ova");
+    let len = fs::metadata(&ova).unwrap().len();
+    flip_byte(&ova, len / 2);
+    let sum = ok(Command::new("sha256sum").arg(&ova)).stdout;
+    let sum = String::from_utf8_lossy(&sum)[..64].to_string();
+    let manifest_path = copy.join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&fs::read(&manifest_path).unwrap()).unwrap();
+    for f in m["targets"]["vmware"]["files"].as_array_mut().unwrap() {
+        if f["path"] == "vmware/minimal.ova" {
+            f["sha256"] = sum.clone().into();
+        }
+    }
+    fs::write(&manifest_path, serde_json::to_vec(&m).unwrap()).unwrap();
+    let v = imgbuild_run([std::ffi::OsStr::new("verify"), copy.as_os_str()]);
+    assert_eq!(v.status.code(), Some(2), "{}", text(&v));
+    let stdout = String::from_utf8_lossy(&v.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("FAIL"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        line.contains("vmware/minimal.ova") && line.contains("SHA-256"),
+        "{line}"
+    );
+}
+
+#[test]
+fn ova_without_a_stream_form_still_carries_one() {
+    let out = ova_build(
+        "ova-sparse-only",
+        &["--set", "vmware.formats=[\"monolithicSparse\"]"],
+    );
+    assert!(!out.join("vmware/minimal-stream.vmdk").exists());
+    let list = ok(Command::new("tar")
+        .arg("-tf")
+        .arg(out.join("vmware/minimal.ova")))
+    .stdout;
+    assert!(String::from_utf8_lossy(&list).contains("minimal-stream.vmdk"));
+    let v = imgbuild_run([std::ffi::OsStr::new("verify"), out.as_os_str()]);
+    assert!(v.status.success(), "{}", text(&v));
+}

@@ -5,6 +5,8 @@
 //! VMware has no direct kernel boot, so the disk boots on its own through GRUB (installed by the
 //! shared disk image) with the kernel and initramfs under /boot of the root filesystem.
 
+pub mod ova;
+
 use std::fmt::Write as _;
 use std::fs::File;
 use std::path::Path;
@@ -14,6 +16,7 @@ use super::{file_name, write_text, CheckContext, Output, PackageContext, Package
 use crate::definition::{NicModel, ScsiAdapter, VmdkFormat, VmwareSpec};
 use crate::manifest::Role;
 use crate::vmdk::{flat, write_vmdk, VmdkOptions, SECTOR};
+use ova::{OvaDisk, OvaMachine};
 
 /// virtualHW.version values VMware products know (ESX 3.5 = 4 … ESXi 8 = 21).
 pub const HW_VERSIONS: [u32; 14] = [4, 7, 8, 9, 10, 11, 13, 14, 15, 17, 18, 19, 20, 21];
@@ -137,8 +140,78 @@ impl Packager for Vmware {
             role: Role::Config,
             path: format!("vmware/{name}.vmx"),
         });
+        if spec.ova {
+            let ova =
+                write_appliance(cx, &raw, &raw_results, &formats, &options, &results_options)?;
+            outputs.push(Output {
+                role: Role::Appliance,
+                path: format!("vmware/{ova}"),
+            });
+        }
         Ok(outputs)
     }
+}
+
+/// `NAME.ova` with the root disk and the results disk as streamOptimized VMDKs (the root one
+/// is the package's own when it has that form); returns its file name.
+fn write_appliance(
+    cx: &PackageContext<'_>,
+    raw: &File,
+    raw_results: &File,
+    formats: &[VmdkFormat],
+    options: &VmdkOptions,
+    results_options: &VmdkOptions,
+) -> Result<String, TargetError> {
+    let name = cx.artefacts.name();
+    let stream = VmdkFormat::StreamOptimized;
+    let root_name = vmdk_name(name, stream);
+    let root = if formats.contains(&stream) {
+        cx.artefacts.staged(&format!("vmware/{root_name}"))?
+    } else {
+        let path = cx.artefacts.staged(&format!(".shared/{root_name}"))?;
+        write_vmdk(raw, stream, &path, options)?;
+        path
+    };
+    let results_name = format!("{name}-results-stream.vmdk");
+    let results = cx.artefacts.staged(&format!(".shared/{results_name}"))?;
+    write_vmdk(raw_results, stream, &results, results_options)?;
+    let size = |f: &File, path: &Path| {
+        f.metadata()
+            .map(|m| m.len())
+            .map_err(|source| TargetError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+    };
+    let disks = [
+        OvaDisk {
+            path: &root,
+            name: &root_name,
+            capacity: size(raw, &root)?,
+        },
+        OvaDisk {
+            path: &results,
+            name: &results_name,
+            capacity: size(raw_results, &results)?,
+        },
+    ];
+    let machine = OvaMachine {
+        name,
+        spec: &cx.definition.vmware,
+        memory: cx.definition.vm.memory,
+        vcpus: cx.definition.vm.vcpus,
+    };
+    let file = format!("{name}.ova");
+    let path = cx.artefacts.staged(&format!("vmware/{file}"))?;
+    let tree = &cx.finished.tree;
+    let mtime = u64::try_from(tree.inode(tree.root()).meta.mtime).unwrap_or(0);
+    let io = |source| TargetError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut out = File::create(&path).map_err(io)?;
+    ova::write_ova(&mut out, &machine, &disks, mtime).map_err(io)?;
+    Ok(file)
 }
 
 /// The monolithicFlat form of the raw disk at `raw`: its extent is the raw disk itself (linked
