@@ -248,7 +248,7 @@ pub fn write_custom(dir: &Path) -> PathBuf {
         fs::create_dir_all(srv.join(d)).unwrap();
     }
     let data: Vec<u8> = (0..200_000u32)
-        .map(|i| (i * 2_654_435_761 >> 13) as u8)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     fs::write(srv.join("data/a.bin"), &data).unwrap();
     fs::hard_link(srv.join("data/a.bin"), srv.join("data/a-link.bin")).unwrap();
@@ -432,7 +432,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) {
         use std::os::unix::fs::MetadataExt;
         out.push((
             p.strip_prefix(root).unwrap().display().to_string(),
-            meta.mtime_nsec() as u64 ^ (meta.mtime() as u64) << 30 ^ meta.len(),
+            (meta.mtime_nsec() as u64) ^ ((meta.mtime() as u64) << 30) ^ meta.len(),
         ));
         if meta.is_dir() {
             walk(root, &p, out);
