@@ -4,12 +4,23 @@
 //! The filesystem is written once; the whole-disk image copies its data ranges in the kernel
 //! (copy_file_range) behind the MBR and GRUB; targets take hard links of the shared files into
 //! their own folders of the staging directory, so `--target all` costs one filesystem write.
+//! A disk a guest writes to is linked into one target only: a second target gets its own copy,
+//! so booting one platform never changes another platform's disk.
+//!
+//! Targets may be packaged on several threads at once (the OpenVZ template needs none of these
+//! images), so each artefact is made under its own lock, at most once.
+//!
+//! Images are not flushed to the disk one by one: the staging directory and the final renames
+//! already make a build appear whole or not at all, and flushing each image of `--target all`
+//! (a gigabyte and more) in turn would make the build wait on the disk for most of its time.
+//! Only a real device (`--device`) is flushed, since nothing renames it into place.
 
-use std::cell::OnceCell;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use crate::disk::{self, grub::GrubImages, mbr};
 use crate::ext4::{self, Ext4Plan};
@@ -62,10 +73,28 @@ pub struct Artefacts<'a> {
     staging: &'a Staging,
     progress: &'a Progress,
     name: &'a str,
-    rootfs: OnceCell<PathBuf>,
-    disk: OnceCell<PathBuf>,
-    kernel: OnceCell<PathBuf>,
-    initrd: OnceCell<PathBuf>,
+    rootfs: Mutex<Option<PathBuf>>,
+    disk: Mutex<Option<PathBuf>>,
+    kernel: Mutex<Option<PathBuf>>,
+    initrd: Mutex<Option<PathBuf>>,
+    /// Shared writable disks already linked into a target.
+    placed_disks: Mutex<HashSet<PathBuf>>,
+    /// Staged copies of shared files, and what they are copies of.
+    copies: Mutex<HashMap<PathBuf, PathBuf>>,
+}
+
+/// The artefact in `cell`, made by `make` the first time.
+fn once(
+    cell: &Mutex<Option<PathBuf>>,
+    make: impl FnOnce() -> Result<PathBuf, ArtefactError>,
+) -> Result<PathBuf, ArtefactError> {
+    let mut slot = cell.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(p) = slot.as_ref() {
+        return Ok(p.clone());
+    }
+    let p = make()?;
+    *slot = Some(p.clone());
+    Ok(p)
 }
 
 impl<'a> Artefacts<'a> {
@@ -85,10 +114,12 @@ impl<'a> Artefacts<'a> {
             staging,
             progress,
             name,
-            rootfs: OnceCell::new(),
-            disk: OnceCell::new(),
-            kernel: OnceCell::new(),
-            initrd: OnceCell::new(),
+            rootfs: Mutex::default(),
+            disk: Mutex::default(),
+            kernel: Mutex::default(),
+            initrd: Mutex::default(),
+            placed_disks: Mutex::default(),
+            copies: Mutex::default(),
         }
     }
 
@@ -107,15 +138,13 @@ impl<'a> Artefacts<'a> {
     }
 
     /// The bare filesystem image (the Xen "loopback" disk).
-    pub fn rootfs(&self) -> Result<&Path, ArtefactError> {
-        if let Some(p) = self.rootfs.get() {
-            return Ok(p);
-        }
-        let path = self.shared(&format!("{}.ext4", self.name))?;
-        let file = File::create(&path).map_err(io_at(&path))?;
-        self.write_fs(&file, 0, true)?;
-        file.sync_all().map_err(io_at(&path))?;
-        Ok(self.rootfs.get_or_init(|| path))
+    pub fn rootfs(&self) -> Result<PathBuf, ArtefactError> {
+        once(&self.rootfs, || {
+            let path = self.shared(&format!("{}.ext4", self.name))?;
+            let file = File::create(&path).map_err(io_at(&path))?;
+            self.write_fs(&file, 0, true)?;
+            Ok(path)
+        })
     }
 
     fn write_fs(&self, file: &File, offset: u64, zeroed: bool) -> Result<(), ArtefactError> {
@@ -138,10 +167,11 @@ impl<'a> Artefacts<'a> {
 
     /// The whole-disk image: MBR with one partition at 1 MiB holding the filesystem, and GRUB
     /// in the gap when the build has a kernel (so the disk boots on its own).
-    pub fn disk(&self) -> Result<&Path, ArtefactError> {
-        if let Some(p) = self.disk.get() {
-            return Ok(p);
-        }
+    pub fn disk(&self) -> Result<PathBuf, ArtefactError> {
+        once(&self.disk, || self.make_disk())
+    }
+
+    fn make_disk(&self) -> Result<PathBuf, ArtefactError> {
         let path = self.shared(&format!("{}.raw", self.name))?;
         let layout = mbr::layout(self.plan.size_bytes);
         let file = File::create(&path).map_err(io_at(&path))?;
@@ -158,46 +188,48 @@ impl<'a> Artefacts<'a> {
         } else {
             mbr::write_mbr(&file, &layout, signature, None)?;
         }
-        match self.rootfs.get() {
+        let rootfs = self
+            .rootfs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match rootfs {
             Some(rootfs) => {
-                copy_data(rootfs, &file, layout.partition_start).map_err(io_at(&path))?
+                copy_data(&rootfs, &file, layout.partition_start).map_err(io_at(&path))?
             }
             None => self.write_fs(&file, layout.partition_start, true)?,
         }
-        file.sync_all().map_err(io_at(&path))?;
-        Ok(self.disk.get_or_init(|| path))
+        Ok(path)
     }
 
     /// The kernel image, copied out of the tree's source.
-    pub fn kernel(&self) -> Result<&Path, ArtefactError> {
-        if let Some(p) = self.kernel.get() {
-            return Ok(p);
-        }
-        let boot = self.boot.ok_or(ArtefactError::NoKernel)?;
-        let path = self.shared(&format!("vmlinuz-{}", boot.version))?;
-        let reader = boot
-            .kernel
-            .content
-            .open(boot.kernel.size, &boot.kernel_path())
-            .map_err(|e| ArtefactError::Io {
-                path: path.clone(),
-                source: e.source,
-            })?;
-        let mut bytes = vec![0u8; boot.kernel.size as usize];
-        reader.read_exact_at(&mut bytes, 0).map_err(io_at(&path))?;
-        fs::write(&path, bytes).map_err(io_at(&path))?;
-        Ok(self.kernel.get_or_init(|| path))
+    pub fn kernel(&self) -> Result<PathBuf, ArtefactError> {
+        once(&self.kernel, || {
+            let boot = self.boot.ok_or(ArtefactError::NoKernel)?;
+            let path = self.shared(&format!("vmlinuz-{}", boot.version))?;
+            let reader = boot
+                .kernel
+                .content
+                .open(boot.kernel.size, &boot.kernel_path())
+                .map_err(|e| ArtefactError::Io {
+                    path: path.clone(),
+                    source: e.source,
+                })?;
+            let mut bytes = vec![0u8; boot.kernel.size as usize];
+            reader.read_exact_at(&mut bytes, 0).map_err(io_at(&path))?;
+            fs::write(&path, bytes).map_err(io_at(&path))?;
+            Ok(path)
+        })
     }
 
     /// The initramfs.
-    pub fn initrd(&self) -> Result<&Path, ArtefactError> {
-        if let Some(p) = self.initrd.get() {
-            return Ok(p);
-        }
-        let boot = self.boot.ok_or(ArtefactError::NoKernel)?;
-        let path = self.shared(&format!("initrd.img-{}", boot.version))?;
-        fs::write(&path, &boot.initrd).map_err(io_at(&path))?;
-        Ok(self.initrd.get_or_init(|| path))
+    pub fn initrd(&self) -> Result<PathBuf, ArtefactError> {
+        once(&self.initrd, || {
+            let boot = self.boot.ok_or(ArtefactError::NoKernel)?;
+            let path = self.shared(&format!("initrd.img-{}", boot.version))?;
+            fs::write(&path, &boot.initrd).map_err(io_at(&path))?;
+            Ok(path)
+        })
     }
 
     /// The staging path for the output `relative` (parents created).
@@ -224,21 +256,55 @@ impl<'a> Artefacts<'a> {
         Ok(path)
     }
 
-    /// Puts a shared file at `relative` in the staging directory (a hard link; a copy where
-    /// links are impossible).
+    /// Puts a shared read-only file (kernel, initramfs) at `relative` in the staging directory
+    /// (a hard link; a copy where links are impossible).
     pub fn place(&self, shared: &Path, relative: &str) -> Result<PathBuf, ArtefactError> {
+        self.link_or_copy(shared, relative, true)
+    }
+
+    /// Puts a shared disk image at `relative`: the first target gets the shared file itself
+    /// (a hard link), every later one a copy, since guests write to their disks.
+    pub fn place_disk(&self, shared: &Path, relative: &str) -> Result<PathBuf, ArtefactError> {
+        let first = self
+            .placed_disks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(shared.to_path_buf());
+        self.link_or_copy(shared, relative, first)
+    }
+
+    fn link_or_copy(
+        &self,
+        shared: &Path,
+        relative: &str,
+        link: bool,
+    ) -> Result<PathBuf, ArtefactError> {
         let dest = self.staging.path(relative).map_err(|e| ArtefactError::Io {
             path: e.path,
             source: e.source,
         })?;
-        if fs::hard_link(shared, &dest).is_err() {
+        if !link || fs::hard_link(shared, &dest).is_err() {
             let src = File::open(shared).map_err(io_at(shared))?;
             let out = File::create(&dest).map_err(io_at(&dest))?;
             out.set_len(src.metadata().map_err(io_at(shared))?.len())
                 .map_err(io_at(&dest))?;
             copy_data(shared, &out, 0).map_err(io_at(&dest))?;
+            self.copies
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(dest.clone(), shared.to_path_buf());
         }
         Ok(dest)
+    }
+
+    /// The shared file that the staged file `staged` is a byte-for-byte copy of, if it is one
+    /// (so its sha256 need not be computed twice).
+    pub fn copy_source(&self, staged: &Path) -> Option<PathBuf> {
+        self.copies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(staged)
+            .cloned()
     }
 }
 

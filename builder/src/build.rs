@@ -4,9 +4,8 @@
 //! in a staging directory → manifest → rename into place. The filesystem is written once and
 //! shared; nothing reaches the output directory unless every step succeeded.
 
-use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::artefacts::Artefacts;
@@ -24,7 +23,7 @@ use crate::manifest::{
 };
 use crate::output::{OutputError, Staging};
 use crate::progress::Progress;
-use crate::target::{packager, PackageContext, Target, TargetError};
+use crate::target::{package_all, CheckContext, PackageContext, Target, TargetError};
 use crate::tree::{Content, FileData};
 
 /// Time stamped on generated entries when neither SOURCE_DATE_EPOCH nor the definition sets
@@ -133,6 +132,15 @@ pub fn build(loaded: &LoadedDefinition, options: &BuildOptions) -> Result<BuildO
     let mut def = loaded.definition.clone();
     def.layers.extend(options.extra_layers.iter().cloned());
     let (mtime, clamp) = epochs(&def)?;
+    crate::target::check_all(
+        &options.targets,
+        &CheckContext {
+            definition: &def,
+            device: options.device.as_deref(),
+            xen_dir: options.xen_dir.as_deref(),
+        },
+    )
+    .map_err(|(target, source)| BuildError::Target { target, source })?;
 
     check_inputs(&def)?;
     let init = match def.init.libc {
@@ -203,12 +211,6 @@ pub fn build(loaded: &LoadedDefinition, options: &BuildOptions) -> Result<BuildO
         }
         None => None,
     };
-
-    let out_dir = options
-        .out_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("out").join(&def.name));
-    let staging = Staging::new(&out_dir)?;
 
     let assembled = assemble(&def, mtime, &progress)?;
     let cmdline_extra = def
@@ -286,6 +288,12 @@ pub fn build(loaded: &LoadedDefinition, options: &BuildOptions) -> Result<BuildO
         },
     )?;
 
+    // Only now, with the tree known to fit, is anything written.
+    let out_dir = options
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("out").join(&def.name));
+    let staging = Staging::new(&out_dir)?;
     let artefacts = Artefacts::new(
         &def.name,
         &finished,
@@ -304,29 +312,19 @@ pub fn build(loaded: &LoadedDefinition, options: &BuildOptions) -> Result<BuildO
         device: options.device.as_deref(),
     };
     let mut targets = BTreeMap::new();
-    let mut hashes: HashMap<(u64, u64), String> = HashMap::new();
-    for target in &options.targets {
-        let spinner = progress.spinner(target.name());
-        let outputs = packager(*target)
-            .package(&cx)
-            .map_err(|source| BuildError::Target {
-                target: *target,
-                source,
-            })?;
-        let mut files = Vec::new();
-        for output in outputs {
-            let staged = staging.path(&output.path)?;
-            let sha256 = hash_once(&staged, &mut hashes).map_err(|source| OutputError {
-                path: staged.clone(),
-                source,
-            })?;
-            files.push(ManifestFile {
-                role: output.role,
-                path: output.path,
-                sha256,
-            });
-        }
-        spinner.finish_and_clear();
+    let spinner = progress.spinner("packaging");
+    let packaged = package_all(&options.targets, &cx)
+        .map_err(|(target, source)| BuildError::Target { target, source })?;
+    spinner.finish_and_clear();
+    for (target, packaged_files) in packaged {
+        let files: Vec<ManifestFile> = packaged_files
+            .into_iter()
+            .map(|f| ManifestFile {
+                role: f.role,
+                path: f.path,
+                sha256: f.sha256,
+            })
+            .collect();
         progress.log(format!("{target}: {} files", files.len()));
         targets.insert(target.name().to_string(), TargetFiles { files });
     }
@@ -340,7 +338,7 @@ pub fn build(loaded: &LoadedDefinition, options: &BuildOptions) -> Result<BuildO
             uuid: format_uuid(&finished.uuid),
             size: plan.size_bytes,
         }),
-        packages: manifest_packages(&assembled.reports, &mut hashes)?,
+        packages: manifest_packages(&assembled.reports)?,
         kernel: kernel.as_ref().map(|k| k.version.clone()),
         imgbuild_version: env!("CARGO_PKG_VERSION").to_string(),
     };
@@ -365,12 +363,11 @@ pub fn build(loaded: &LoadedDefinition, options: &BuildOptions) -> Result<BuildO
 /// The packages every layer installed, each with the sha256 of its file.
 fn manifest_packages(
     reports: &[(String, crate::sources::LayerReport)],
-    hashes: &mut HashMap<(u64, u64), String>,
 ) -> Result<Vec<ManifestPackage>, OutputError> {
     let mut out = Vec::new();
     for (layer, (_, report)) in reports.iter().enumerate() {
         for p in &report.packages {
-            let sha256 = hash_once(&p.path, hashes).map_err(|source| OutputError {
+            let sha256 = file_sha256(&p.path).map_err(|source| OutputError {
                 path: p.path.clone(),
                 source,
             })?;
@@ -417,18 +414,6 @@ fn filesystem_drivers(
         ));
     }
     Ok(Some(have))
-}
-
-/// sha256 of a file, computed once per inode (targets share files through hard links).
-fn hash_once(path: &Path, cache: &mut HashMap<(u64, u64), String>) -> std::io::Result<String> {
-    let meta = std::fs::metadata(path)?;
-    let key = (meta.dev(), meta.ino());
-    if let Some(h) = cache.get(&key) {
-        return Ok(h.clone());
-    }
-    let h = file_sha256(path)?;
-    cache.insert(key, h.clone());
-    Ok(h)
 }
 
 #[cfg(test)]

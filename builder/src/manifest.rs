@@ -76,6 +76,8 @@ pub enum Role {
     Initrd,
     /// The results disk.
     Results,
+    /// An appliance (OVA) holding a VM's description and its disks.
+    Appliance,
 }
 
 /// One package a layer installed: enough to trace a result to the exact package build.

@@ -127,6 +127,12 @@ fn check_file(
             }
             None
         }
+        Role::Appliance => {
+            if let Err(problem) = crate::target::vmware::ova::check_ova(&path) {
+                check.problem.get_or_insert(format!("ova: {problem}"));
+            }
+            None
+        }
         Role::Config | Role::Kernel | Role::Initrd => None,
     };
     match digest {

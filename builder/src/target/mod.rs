@@ -2,9 +2,12 @@
 //! package. A new target is one new module and one `Target` variant.
 
 pub mod openvz;
+mod packaging;
 pub mod qemu;
 pub mod vmware;
 pub mod xen;
+
+pub use packaging::{check_all, package_all, PackagedFile};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -122,8 +125,24 @@ pub enum TargetError {
     Invalid(String),
 }
 
+/// What the targets check before anything is built: the definition and the options.
+pub struct CheckContext<'a> {
+    /// The definition, with `--set` applied.
+    pub definition: &'a Definition,
+    /// `--device`.
+    pub device: Option<&'a Path>,
+    /// `--xen-dir`.
+    pub xen_dir: Option<&'a Path>,
+}
+
 /// Turns the one root filesystem into one platform's package.
-pub trait Packager {
+pub trait Packager: Sync {
+    /// Refuses what the target could only refuse later (values of its definition section, a
+    /// device that must not be written), before the build reads a layer or writes a byte.
+    fn check(&self, _cx: &CheckContext<'_>) -> Result<(), TargetError> {
+        Ok(())
+    }
+
     /// Writes the package into the staging directory and lists its files.
     fn package(&self, cx: &PackageContext<'_>) -> Result<Vec<Output>, TargetError>;
 }
@@ -136,6 +155,13 @@ pub fn packager(target: Target) -> Box<dyn Packager> {
         Target::Vmware => Box::new(vmware::Vmware),
         Target::Openvz => Box::new(openvz::Openvz),
     }
+}
+
+/// The last component of `path` (lossy), as files are named in configs and the manifest.
+pub(crate) fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Writes a small text file into the staging directory.

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{write_text, Output, PackageContext, Packager, TargetError};
+use super::{file_name, write_text, Output, PackageContext, Packager, TargetError};
 use crate::manifest::Role;
 use crate::run::qemu::{command, Accel, Boot, CacheMode, DeviceSet, Drive, Guest};
 
@@ -16,7 +16,7 @@ impl Packager for Qemu {
         let mut outputs = Vec::new();
         let disk = format!("{name}.raw");
         cx.artefacts
-            .place(cx.artefacts.disk()?, &format!("qemu/{disk}"))?;
+            .place_disk(&cx.artefacts.disk()?, &format!("qemu/{disk}"))?;
         outputs.push(Output {
             role: Role::Disk,
             path: format!("qemu/{disk}"),
@@ -26,11 +26,8 @@ impl Packager for Qemu {
             (Role::Kernel, cx.artefacts.kernel()?),
             (Role::Initrd, cx.artefacts.initrd()?),
         ] {
-            let file = shared
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            cx.artefacts.place(shared, &format!("qemu/{file}"))?;
+            let file = file_name(&shared);
+            cx.artefacts.place(&shared, &format!("qemu/{file}"))?;
             outputs.push(Output {
                 role,
                 path: format!("qemu/{file}"),

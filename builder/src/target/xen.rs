@@ -2,61 +2,90 @@
 //! partition), kernel, initramfs, a results disk and an xl domain config.
 //!
 //! The root disk is exported as a partition-style vdev (`xvda1`) because the image holds a
-//! filesystem without a partition table. Paths in the config are absolute, under the directory
-//! the files will live in on dom0 (`--xen-dir`, default the output directory).
+//! filesystem without a partition table. Paths in the config are absolute: the files of the
+//! `xen/` folder as they will lie in the directory named by `--xen-dir` (or `xen.dir`) on dom0,
+//! by default where they are, in the output directory's `xen/`.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::{write_text, Output, PackageContext, Packager, TargetError};
+use super::{file_name, write_text, CheckContext, Output, PackageContext, Packager, TargetError};
+use crate::artefacts::ArtefactError;
 use crate::definition::{XenBootloader, XenGuestType, XenSpec};
+use crate::disk::device;
 use crate::manifest::Role;
 
 /// The Xen packager.
 pub struct Xen;
 
+/// The directory on dom0 that will hold the files of `xen/`: `--xen-dir`, else `xen.dir`.
+fn dom0_dir<'a>(option: Option<&'a Path>, spec: &'a XenSpec) -> Option<&'a Path> {
+    option.or(spec.dir.as_deref())
+}
+
 impl Packager for Xen {
+    fn check(&self, cx: &CheckContext<'_>) -> Result<(), TargetError> {
+        let spec = &cx.definition.xen;
+        if let Some(dir) = dom0_dir(cx.xen_dir, spec) {
+            // xl resolves relative paths against its own working directory, not the config's.
+            if !dir.is_absolute() {
+                return Err(TargetError::Invalid(format!(
+                    "the Xen directory {} must be an absolute path (xl reads the paths as they are)",
+                    dir.display()
+                )));
+            }
+        }
+        if let Some(path) = cx.device {
+            if spec.bootloader == XenBootloader::Pygrub {
+                return Err(pygrub_device());
+            }
+            // The size is known only once the tree is built; everything else is checked now,
+            // so a mounted or wrong device is refused before anything is built.
+            device::check_device(path, 0, false).map_err(ArtefactError::from)?;
+        }
+        Ok(())
+    }
+
     fn package(&self, cx: &PackageContext<'_>) -> Result<Vec<Output>, TargetError> {
         let name = cx.artefacts.name();
         let spec = &cx.definition.xen;
-        let dom0 = cx.xen_dir.unwrap_or(cx.out_dir).join("xen");
+        let dom0: PathBuf = match dom0_dir(cx.xen_dir, spec) {
+            Some(dir) => dir.to_path_buf(),
+            None => cx.out_dir.join("xen"),
+        };
         let on_dom0 = |file: &str| dom0.join(file).display().to_string();
         let mut outputs = Vec::new();
         let mut add = |role, path: String| outputs.push(Output { role, path });
 
-        let root_target =
-            match (cx.device, spec.bootloader) {
-                (Some(device), XenBootloader::Direct) => {
-                    cx.artefacts.write_to_device(device)?;
-                    device.display().to_string()
-                }
-                (Some(_), XenBootloader::Pygrub) => return Err(TargetError::Invalid(
-                    "--device writes a bare filesystem; bootloader = \"pygrub\" needs a whole disk"
-                        .into(),
-                )),
-                (None, XenBootloader::Direct) => {
-                    let file = format!("{name}.ext4");
-                    cx.artefacts
-                        .place(cx.artefacts.rootfs()?, &format!("xen/{file}"))?;
-                    add(Role::Rootfs, format!("xen/{file}"));
-                    on_dom0(&file)
-                }
-                (None, XenBootloader::Pygrub) => {
-                    let file = format!("{name}.disk");
-                    cx.artefacts
-                        .place(cx.artefacts.disk()?, &format!("xen/{file}"))?;
-                    add(Role::Disk, format!("xen/{file}"));
-                    on_dom0(&file)
-                }
-            };
+        let root_target = match (cx.device, spec.bootloader) {
+            (Some(device), XenBootloader::Direct) => {
+                cx.artefacts.write_to_device(device)?;
+                device.display().to_string()
+            }
+            (Some(_), XenBootloader::Pygrub) => return Err(pygrub_device()),
+            (None, XenBootloader::Direct) => {
+                let file = format!("{name}.ext4");
+                cx.artefacts
+                    .place_disk(&cx.artefacts.rootfs()?, &format!("xen/{file}"))?;
+                add(Role::Rootfs, format!("xen/{file}"));
+                on_dom0(&file)
+            }
+            (None, XenBootloader::Pygrub) => {
+                let file = format!("{name}.disk");
+                cx.artefacts
+                    .place_disk(&cx.artefacts.disk()?, &format!("xen/{file}"))?;
+                add(Role::Disk, format!("xen/{file}"));
+                on_dom0(&file)
+            }
+        };
         let (mut kernel, mut ramdisk) = (String::new(), String::new());
         if spec.bootloader == XenBootloader::Direct {
             for (role, shared) in [
                 (Role::Kernel, cx.artefacts.kernel()?),
                 (Role::Initrd, cx.artefacts.initrd()?),
             ] {
-                let file = file_name(shared);
-                cx.artefacts.place(shared, &format!("xen/{file}"))?;
+                let file = file_name(&shared);
+                cx.artefacts.place(&shared, &format!("xen/{file}"))?;
                 add(role, format!("xen/{file}"));
                 if role == Role::Kernel {
                     kernel = on_dom0(&file);
@@ -88,10 +117,10 @@ impl Packager for Xen {
     }
 }
 
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+fn pygrub_device() -> TargetError {
+    TargetError::Invalid(
+        "--device writes a bare filesystem; xen.bootloader = \"pygrub\" needs a whole disk".into(),
+    )
 }
 
 /// What the xl config describes.

@@ -44,6 +44,14 @@ pub fn write(
         flat.write_all_at(&data[..n], off)
             .map_err(io("write", flat_name))
     })?;
+    desc.write_all(descriptor_text(flat_name, capacity, opts).as_bytes())
+        .map_err(io("write the descriptor for", flat_name))
+}
+
+/// The descriptor of a monolithicFlat disk of `capacity` sectors whose extent is the file
+/// `flat_name` (in the same directory): for callers that have the extent already, such as a
+/// copy of a raw disk whose size is a whole number of sectors.
+pub fn descriptor_text(flat_name: &str, capacity: u64, opts: &VmdkOptions) -> String {
     let extent = ExtentLine {
         access: Access::ReadWrite,
         sectors: capacity,
@@ -51,9 +59,7 @@ pub fn write(
         file: Some(flat_name.to_string()),
         offset: 0,
     };
-    let text = descriptor::render("monolithicFlat", &extent, capacity, opts);
-    desc.write_all(text.as_bytes())
-        .map_err(io("write the descriptor for", flat_name))
+    descriptor::render("monolithicFlat", &extent, capacity, opts)
 }
 
 #[cfg(test)]

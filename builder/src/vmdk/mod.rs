@@ -123,6 +123,10 @@ pub struct VmdkOptions {
     /// `ddb.virtualHWVersion`. 4 (what qemu-img writes) is read by every VMware product; the
     /// VM's real hardware version lives in the .vmx, and only ESX 3.x looks at this one.
     pub hw_version: u32,
+    /// Flush the file and its directory to the disk before returning (as `qemu-img convert`
+    /// does). A caller that renames the result again, such as a build's staging directory,
+    /// gains nothing from it and can turn it off.
+    pub durable: bool,
 }
 
 impl VmdkOptions {
@@ -142,6 +146,7 @@ impl VmdkOptions {
             long_content_id,
             adapter,
             hw_version: 4,
+            durable: true,
         }
     }
 
@@ -205,13 +210,13 @@ pub fn write_vmdk_from(
         VmdkFormat::MonolithicSparse => {
             let tmp = temp_for(dest)?;
             sparse::write(src, size, &ranges, tmp.as_file(), &name, opts)?;
-            persist(tmp, dest)?;
+            persist(tmp, dest, opts.durable)?;
             Ok(vec![dest.to_path_buf()])
         }
         VmdkFormat::StreamOptimized => {
             let tmp = temp_for(dest)?;
             stream::write(src, size, &ranges, tmp.as_file(), &name, opts)?;
-            persist(tmp, dest)?;
+            persist(tmp, dest, opts.durable)?;
             Ok(vec![dest.to_path_buf()])
         }
         VmdkFormat::MonolithicFlat => {
@@ -229,8 +234,8 @@ pub fn write_vmdk_from(
                 opts,
             )?;
             // The extent first: a descriptor never names a file that is not all there.
-            persist(tmp_flat, &flat_dest)?;
-            persist(tmp_desc, dest)?;
+            persist(tmp_flat, &flat_dest, opts.durable)?;
+            persist(tmp_desc, dest, opts.durable)?;
             Ok(vec![dest.to_path_buf(), flat_dest])
         }
     }
@@ -274,8 +279,9 @@ fn temp_for(dest: &Path) -> Result<tempfile::NamedTempFile, VmdkError> {
         })
 }
 
-/// Flushes `tmp` to disk, gives it ordinary permissions and renames it to `dest`.
-fn persist(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<(), VmdkError> {
+/// Gives `tmp` ordinary permissions, flushes it to disk when `durable`, and renames it to
+/// `dest`.
+fn persist(tmp: tempfile::NamedTempFile, dest: &Path, durable: bool) -> Result<(), VmdkError> {
     use std::os::unix::fs::PermissionsExt;
     let io = |what| {
         move |source| VmdkError::Io {
@@ -287,9 +293,14 @@ fn persist(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<(), VmdkError> {
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(0o644))
         .map_err(io("set permissions of"))?;
-    tmp.as_file().sync_all().map_err(io("flush"))?;
+    if durable {
+        tmp.as_file().sync_all().map_err(io("flush"))?;
+    }
     tmp.persist(dest)
         .map_err(|e| io("rename into place")(e.error))?;
+    if !durable {
+        return Ok(());
+    }
     // The rename itself must reach the disk too.
     File::open(parent_dir(dest))
         .and_then(|d| d.sync_all())
