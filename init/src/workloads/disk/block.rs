@@ -25,7 +25,9 @@ impl AlignedBuf {
     /// `len` bytes (a multiple of the alignment, non-zero).
     pub fn new(len: usize) -> Result<AlignedBuf, String> {
         if len == 0 || len % ALIGN != 0 {
-            return Err(format!("buffer size {len} is not a positive multiple of {ALIGN}"));
+            return Err(format!(
+                "buffer size {len} is not a positive multiple of {ALIGN}"
+            ));
         }
         let layout = Layout::from_size_align(len, ALIGN).map_err(|e| e.to_string())?;
         // SAFETY: the layout has a non-zero size.
@@ -103,11 +105,18 @@ fn open(path: &Path, direct: bool, create: bool) -> Result<File, String> {
     if direct {
         o.custom_flags(libc::O_DIRECT);
     }
-    o.open(path).map_err(|e| format!("open {}: {e}", path.display()))
+    o.open(path)
+        .map_err(|e| format!("open {}: {e}", path.display()))
 }
 
 /// Writes `chunks` chunks of `chunk` bytes to a new `path`.
-pub fn write(path: &Path, chunk: usize, chunks: u64, direct: bool, fsync_each: bool) -> Result<Phase, String> {
+pub fn write(
+    path: &Path,
+    chunk: usize,
+    chunks: u64,
+    direct: bool,
+    fsync_each: bool,
+) -> Result<Phase, String> {
     let mut f = open(path, direct, true)?;
     let mut buf = AlignedBuf::new(chunk)?;
     for (i, b) in buf.as_mut_slice().iter_mut().enumerate() {
@@ -200,7 +209,9 @@ mod tests {
         assert!(data.chunks(8192).all(|c| c[1] == 2));
         let rd = read(&path, 8192, 64, direct).unwrap();
         assert!(rd.kib_per_s() > 0.0 && rd.max_latency_s <= rd.seconds);
-        assert!(read(&path, 8192, 65, direct).unwrap_err().contains("chunk 64"));
+        assert!(read(&path, 8192, 65, direct)
+            .unwrap_err()
+            .contains("chunk 64"));
     }
 
     #[test]

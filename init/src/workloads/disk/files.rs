@@ -76,7 +76,10 @@ fn shuffle<T>(v: &mut [T], rng: &mut Rng) {
     }
 }
 
-fn timed<F: FnMut(&Path) -> Result<(), String>>(paths: &[PathBuf], mut op: F) -> Result<OpsPhase, String> {
+fn timed<F: FnMut(&Path) -> Result<(), String>>(
+    paths: &[PathBuf],
+    mut op: F,
+) -> Result<OpsPhase, String> {
     let start = Instant::now();
     let mut max = 0f64;
     for p in paths {
@@ -117,7 +120,10 @@ fn readdir_order(dir: &Path) -> Result<Vec<PathBuf>, String> {
     let entries = std::fs::read_dir(dir).map_err(|e| format!("readdir {}: {e}", dir.display()))?;
     let mut out = Vec::new();
     for e in entries {
-        out.push(e.map_err(|e| format!("readdir {}: {e}", dir.display()))?.path());
+        out.push(
+            e.map_err(|e| format!("readdir {}: {e}", dir.display()))?
+                .path(),
+        );
     }
     Ok(out)
 }

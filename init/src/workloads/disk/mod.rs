@@ -196,7 +196,12 @@ impl Workload for Disk {
             let (w, rw, rd) = r?;
             for (name, ph) in [("block_write", w), ("rewrite", rw), ("block_read", rd)] {
                 note_fast(name, ph.seconds);
-                samples.push(sample(&format!("{name}_kib_per_s"), "KiB/s", true, ph.kib_per_s()));
+                samples.push(sample(
+                    &format!("{name}_kib_per_s"),
+                    "KiB/s",
+                    true,
+                    ph.kib_per_s(),
+                ));
                 samples.push(sample(
                     &format!("{name}_max_latency_ms"),
                     "ms",
@@ -211,7 +216,9 @@ impl Workload for Disk {
                 max_bytes: p.file_max_bytes,
                 min_bytes: p.file_min_bytes,
             };
-            let dir = ctx.workdir.join(format!("bonnie-files-{}", std::process::id()));
+            let dir = ctx
+                .workdir
+                .join(format!("bonnie-files-{}", std::process::id()));
             let r = files::run(&dir, set, u64::from(ctx.repetition) + 0x5eed)?;
             for (name, ph) in [
                 ("seq_create", r.seq_create),
@@ -232,10 +239,7 @@ impl Workload for Disk {
             }
             info.insert("files".into(), p.files.into());
         }
-        info.insert(
-            "under_half_a_second".into(),
-            serde_json::json!(too_fast),
-        );
+        info.insert("under_half_a_second".into(), serde_json::json!(too_fast));
         Ok(Repetition {
             samples,
             tool: None,
@@ -267,7 +271,10 @@ mod tests {
         }
         let rep = Disk.run(&params, &ctx).unwrap();
         assert_eq!(rep.samples.len(), 2 * 9);
-        assert!(rep.samples.iter().all(|s| s.value > 0.0 || s.metric.contains("latency")));
+        assert!(rep
+            .samples
+            .iter()
+            .all(|s| s.value > 0.0 || s.metric.contains("latency")));
         assert_eq!(rep.info["io_mode"], "O_DIRECT with page-aligned buffers");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }

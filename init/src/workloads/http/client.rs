@@ -156,14 +156,15 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> Option<(u64, u64, u16, bo
     if length.is_some_and(|n| body != n) {
         return None;
     }
-    Some((head.len() as u64 + body, body, status, keep && length.is_some()))
+    Some((
+        head.len() as u64 + body,
+        body,
+        status,
+        keep && length.is_some(),
+    ))
 }
 
-fn one_request(
-    conn: &mut Option<Conn>,
-    addr: SocketAddr,
-    request: &[u8],
-) -> Outcome {
+fn one_request(conn: &mut Option<Conn>, addr: SocketAddr, request: &[u8]) -> Outcome {
     if conn.is_none() {
         let Ok(stream) = TcpStream::connect_timeout(&addr, IO_TIMEOUT) else {
             return Outcome::Connect;
@@ -239,11 +240,7 @@ pub fn load(
     g.latencies.sort_by(f64::total_cmp);
     // Length failures: bodies that differ from the first response's, as ab judges them.
     let first_len = g.lengths.first().copied();
-    let length_failures = g
-        .lengths
-        .iter()
-        .filter(|&&l| Some(l) != first_len)
-        .count() as u64;
+    let length_failures = g.lengths.iter().filter(|&&l| Some(l) != first_len).count() as u64;
     g.failures.length += length_failures;
     Ok(LoadResult {
         complete: g.ok,
@@ -314,7 +311,11 @@ mod tests {
             assert_eq!(r.document_length, Some(4096));
             // Every response is the same head plus 4096 bytes.
             assert_eq!(r.bytes % 200, 0);
-            assert!(r.bytes / 200 > 4096 && r.bytes / 200 < 4096 + 400, "{}", r.bytes);
+            assert!(
+                r.bytes / 200 > 4096 && r.bytes / 200 < 4096 + 400,
+                "{}",
+                r.bytes
+            );
             assert_eq!(r.latencies_ms.len(), 200);
             assert!(r.percentile_ms(50) <= r.percentile_ms(99));
             assert!(r.requests_per_s() > 0.0);

@@ -73,7 +73,11 @@ fn parse(params: &serde_json::Value) -> Result<Params, String> {
     if p.concurrency.is_empty() || p.concurrency.iter().any(|&c| !(1..=1024).contains(&c)) {
         return Err("concurrency must list values in 1..=1024".into());
     }
-    if p.paths.is_empty() || p.paths.iter().any(|x| !x.starts_with('/') || x.contains(' ')) {
+    if p.paths.is_empty()
+        || p.paths
+            .iter()
+            .any(|x| !x.starts_with('/') || x.contains(' '))
+    {
         return Err("paths must be absolute URL paths without spaces".into());
     }
     if p.mode == Mode::Serve {
@@ -97,11 +101,20 @@ fn resolve(target: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{target} resolves to nothing"))
 }
 
-fn sample(metric: String, unit: &str, higher: bool, value: f64, params: &[(&str, serde_json::Value)]) -> Sample {
+fn sample(
+    metric: String,
+    unit: &str,
+    higher: bool,
+    value: f64,
+    params: &[(&str, serde_json::Value)],
+) -> Sample {
     Sample {
         metric,
         unit: unit.into(),
-        parameters: params.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
+        parameters: params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
         higher_is_better: higher,
         value,
     }
@@ -134,9 +147,27 @@ impl Workload for Http {
             };
             return Ok(Repetition {
                 samples: vec![
-                    sample("served_requests".into(), "requests", true, get(&c.served), &[]),
-                    sample("connections".into(), "connections", true, get(&c.connections), &[]),
-                    sample("error_responses".into(), "responses", false, get(&c.errors), &[]),
+                    sample(
+                        "served_requests".into(),
+                        "requests",
+                        true,
+                        get(&c.served),
+                        &[],
+                    ),
+                    sample(
+                        "connections".into(),
+                        "connections",
+                        true,
+                        get(&c.connections),
+                        &[],
+                    ),
+                    sample(
+                        "error_responses".into(),
+                        "responses",
+                        false,
+                        get(&c.errors),
+                        &[],
+                    ),
                 ],
                 tool: None,
                 info,
@@ -174,8 +205,20 @@ impl Workload for Http {
                 ];
                 let m = |name: &str| format!("{label}/c{c}/{name}");
                 samples.extend([
-                    sample(m("requests_per_s"), "requests/s", true, r.requests_per_s(), &params),
-                    sample(m("time_per_request_ms"), "ms", false, r.time_per_request_ms(c), &params),
+                    sample(
+                        m("requests_per_s"),
+                        "requests/s",
+                        true,
+                        r.requests_per_s(),
+                        &params,
+                    ),
+                    sample(
+                        m("time_per_request_ms"),
+                        "ms",
+                        false,
+                        r.time_per_request_ms(c),
+                        &params,
+                    ),
                     sample(
                         m("time_per_request_all_ms"),
                         "ms",
@@ -183,8 +226,20 @@ impl Workload for Http {
                         r.time_per_request_all_ms(),
                         &params,
                     ),
-                    sample(m("transfer_kib_per_s"), "KiB/s", true, r.transfer_kib_per_s(), &params),
-                    sample(m("failed"), "requests", false, r.failed.total() as f64, &params),
+                    sample(
+                        m("transfer_kib_per_s"),
+                        "KiB/s",
+                        true,
+                        r.transfer_kib_per_s(),
+                        &params,
+                    ),
+                    sample(
+                        m("failed"),
+                        "requests",
+                        false,
+                        r.failed.total() as f64,
+                        &params,
+                    ),
                     sample(m("non_2xx"), "responses", false, r.non_2xx as f64, &params),
                     sample(m("p50_ms"), "ms", false, r.percentile_ms(50), &params),
                     sample(m("p90_ms"), "ms", false, r.percentile_ms(90), &params),
@@ -224,7 +279,11 @@ mod tests {
             )
             .unwrap();
         assert_eq!(rep.samples.len(), 2 * 9);
-        let failed: Vec<_> = rep.samples.iter().filter(|s| s.metric.ends_with("/failed")).collect();
+        let failed: Vec<_> = rep
+            .samples
+            .iter()
+            .filter(|s| s.metric.ends_with("/failed"))
+            .collect();
         assert!(failed.iter().all(|s| s.value == 0.0));
         assert!(rep.samples[0].metric == "4k/c1/requests_per_s" && rep.samples[0].value > 0.0);
     }

@@ -24,7 +24,10 @@ pub type Files = BTreeMap<String, Arc<Vec<u8>>>;
 /// The default file set: `/4k` (4 KiB) and `/64k` (64 KiB) of printable bytes.
 pub fn default_files() -> Files {
     let body = |n: usize| Arc::new((0..n).map(|i| b'a' + (i % 26) as u8).collect::<Vec<u8>>());
-    Files::from([("/4k".to_owned(), body(4096)), ("/64k".to_owned(), body(65536))])
+    Files::from([
+        ("/4k".to_owned(), body(4096)),
+        ("/64k".to_owned(), body(65536)),
+    ])
 }
 
 /// Counters of a running server.
@@ -269,7 +272,9 @@ fn serve_connection(
         if !req.keep_alive {
             let _ = writer.shutdown(std::net::Shutdown::Write);
             // Drain what the client may still send so the close is not a reset.
-            let _ = reader.get_mut().set_read_timeout(Some(Duration::from_millis(100)));
+            let _ = reader
+                .get_mut()
+                .set_read_timeout(Some(Duration::from_millis(100)));
             let mut sink = [0u8; 512];
             while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
             return Ok(());
@@ -288,9 +293,11 @@ mod tests {
 
     #[test]
     fn requests_as_ab_sends_them() {
-        let r = parse("GET /4k HTTP/1.0\r\nHost: x\r\nUser-Agent: ApacheBench/2.3\r\nAccept: */*\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let r = parse(
+            "GET /4k HTTP/1.0\r\nHost: x\r\nUser-Agent: ApacheBench/2.3\r\nAccept: */*\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!((r.path.as_str(), r.keep_alive), ("/4k", false));
         let r = parse("GET /4k HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
             .unwrap()
@@ -298,7 +305,9 @@ mod tests {
         assert!(r.keep_alive);
         let r = parse("GET / HTTP/1.1\r\n\r\n").unwrap().unwrap();
         assert!(r.keep_alive);
-        let r = parse("GET / HTTP/1.1\r\nconnection: close\r\n\r\n").unwrap().unwrap();
+        let r = parse("GET / HTTP/1.1\r\nconnection: close\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert!(!r.keep_alive);
         assert_eq!(parse("").unwrap(), None);
     }

@@ -77,14 +77,14 @@ impl Rng {
 }
 
 /// Printable ASCII without '.', as postal's bodies.
-const BODY_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 !#$%&()*+,-/:;<=>?@[]^_{|}~";
+const BODY_CHARS: &[u8] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 !#$%&()*+,-/:;<=>?@[]^_{|}~";
 
 /// Builds a message of `size` body bytes (at least one line), headers first.
 pub fn message(rng: &mut impl FnMut() -> u64, from: &str, to: &str, size: usize) -> Vec<u8> {
-    let mut m = format!(
-        "From: <{from}>\r\nTo: <{to}>\r\nSubject: imgbuild postal-like test\r\n\r\n"
-    )
-    .into_bytes();
+    let mut m =
+        format!("From: <{from}>\r\nTo: <{to}>\r\nSubject: imgbuild postal-like test\r\n\r\n")
+            .into_bytes();
     let mut left = size;
     while left > 0 {
         let line = left.min(77);
@@ -122,7 +122,12 @@ fn ok(code: Option<u16>) -> bool {
 }
 
 /// One connection's work: returns (messages, bytes, errors).
-fn one_connection(addr: SocketAddr, plan: &Plan, rng: &mut Rng, budget: &AtomicU64) -> (u64, u64, u64) {
+fn one_connection(
+    addr: SocketAddr,
+    plan: &Plan,
+    rng: &mut Rng,
+    budget: &AtomicU64,
+) -> (u64, u64, u64) {
     let Ok(stream) = TcpStream::connect_timeout(&addr, IO_TIMEOUT) else {
         return (0, 0, 1);
     };
@@ -183,7 +188,9 @@ pub fn deliver(addr: SocketAddr, plan: &Plan) -> Delivery {
             let totals = &totals;
             let budget = &budget;
             s.spawn(move || {
-                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (u64::from(t) + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
+                let mut rng =
+                    Rng(0x9E37_79B9_7F4A_7C15
+                        ^ (u64::from(t) + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
                 let mut local = Delivery::default();
                 while start.elapsed() < plan.duration && budget.load(Ordering::Relaxed) > 0 {
                     let (m, b, e) = one_connection(addr, plan, &mut rng, budget);

@@ -75,7 +75,10 @@ fn parse(params: &serde_json::Value) -> Result<Params, String> {
         return Err(format!("connections {} outside 1..=1024", p.connections));
     }
     if !(1..=100_000).contains(&p.per_connection) {
-        return Err(format!("per_connection {} outside 1..=100000", p.per_connection));
+        return Err(format!(
+            "per_connection {} outside 1..=100000",
+            p.per_connection
+        ));
     }
     if p.max_kib < p.min_kib || p.max_kib > 65536 {
         return Err(format!(

@@ -62,11 +62,12 @@ impl Sink {
                         Ok((stream, _)) => {
                             counters.connections.fetch_add(1, Ordering::Relaxed);
                             let counters = counters.clone();
-                            let _ = std::thread::Builder::new()
-                                .stack_size(64 << 10)
-                                .spawn(move || {
-                                    let _ = session(stream, &counters);
-                                });
+                            let _ =
+                                std::thread::Builder::new()
+                                    .stack_size(64 << 10)
+                                    .spawn(move || {
+                                        let _ = session(stream, &counters);
+                                    });
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                             std::thread::sleep(Duration::from_millis(1));
@@ -240,7 +241,10 @@ mod tests {
         assert!(reply(&mut r).starts_with("503"));
         w.write_all(b"EHLO me\r\n").unwrap();
         let ehlo = reply(&mut r);
-        assert!(ehlo.starts_with("250-") && ehlo.lines().count() == 3, "{ehlo}");
+        assert!(
+            ehlo.starts_with("250-") && ehlo.lines().count() == 3,
+            "{ehlo}"
+        );
         for _ in 0..2 {
             w.write_all(b"MAIL FROM: <a@b>\r\n").unwrap();
             assert!(reply(&mut r).starts_with("250"));
@@ -248,7 +252,8 @@ mod tests {
             assert!(reply(&mut r).starts_with("250"));
             w.write_all(b"DATA\r\n").unwrap();
             assert!(reply(&mut r).starts_with("354"));
-            w.write_all(b"Subject: x\r\n\r\nhello\r\n..dot\r\n.\r\n").unwrap();
+            w.write_all(b"Subject: x\r\n\r\nhello\r\n..dot\r\n.\r\n")
+                .unwrap();
             assert!(reply(&mut r).starts_with("250"));
         }
         w.write_all(b"BOGUS\r\n").unwrap();

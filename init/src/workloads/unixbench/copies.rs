@@ -24,7 +24,8 @@ pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity fills it.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: set is valid for its size.
-    let ok = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let ok =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if ok != 0 {
         return Vec::new();
     }
@@ -107,7 +108,8 @@ pub fn run_copies(
                 // SAFETY: reading one byte into a valid buffer.
                 while unsafe { libc::read(start_r.as_raw_fd(), go.as_mut_ptr().cast(), 1) } < 0
                     && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-                {}
+                {
+                }
                 body(copy)
             }))
             .unwrap_or_else(|_| Err("the test panicked".into()));

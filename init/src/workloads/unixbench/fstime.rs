@@ -164,7 +164,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(pass.timebase, 0.0);
-        assert!(pass.count > 100.0 && w > 100.0 && r > 100.0, "{pass:?} {w} {r}");
+        assert!(
+            pass.count > 100.0 && w > 100.0 && r > 100.0,
+            "{pass:?} {w} {r}"
+        );
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 

@@ -261,7 +261,10 @@ fn parse(params: &serde_json::Value) -> Result<Params, String> {
             return Err(format!("{name} {v} outside [0, 60]"));
         }
     }
-    for (name, v) in [("long_passes", p.long_passes), ("short_passes", p.short_passes)] {
+    for (name, v) in [
+        ("long_passes", p.long_passes),
+        ("short_passes", p.short_passes),
+    ] {
         if !(1..=100).contains(&v) {
             return Err(format!("{name} {v} outside 1..=100"));
         }
@@ -369,12 +372,7 @@ struct ModeResult {
     partial: bool,
 }
 
-fn sample(
-    metric: String,
-    unit: &str,
-    value: f64,
-    params: &[(&str, serde_json::Value)],
-) -> Sample {
+fn sample(metric: String, unit: &str, value: f64, params: &[(&str, serde_json::Value)]) -> Sample {
     Sample {
         metric,
         unit: unit.into(),
@@ -427,14 +425,14 @@ fn run_mode(
             ("baseline", test.baseline().into()),
         ];
         let key = test.key();
-        out.samples
-            .push(sample(format!("{mode}/{key}"), test.unit(), s.score, &params));
         out.samples.push(sample(
-            format!("{mode}/{key}/index"),
-            "index",
-            idx,
+            format!("{mode}/{key}"),
+            test.unit(),
+            s.score,
             &params,
         ));
+        out.samples
+            .push(sample(format!("{mode}/{key}/index"), "index", idx, &params));
         out.samples.push(sample(
             format!("{mode}/{key}/passes_kept"),
             "passes",

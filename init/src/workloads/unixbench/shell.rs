@@ -74,8 +74,22 @@ pub fn find_in_path(name: &str, path: &str) -> Option<PathBuf> {
 /// Text like UnixBench's `sort.src`: lines of words, some of them "the".
 fn sort_src() -> String {
     const WORDS: [&str; 16] = [
-        "the", "benchmark", "system", "process", "file", "shell", "sort", "pipe", "kernel",
-        "memory", "count", "time", "loop", "unix", "byte", "test",
+        "the",
+        "benchmark",
+        "system",
+        "process",
+        "file",
+        "shell",
+        "sort",
+        "pipe",
+        "kernel",
+        "memory",
+        "count",
+        "time",
+        "loop",
+        "unix",
+        "byte",
+        "test",
     ];
     let mut out = String::new();
     let mut x: u32 = 12345;
