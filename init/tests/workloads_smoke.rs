@@ -40,7 +40,11 @@ fn smoke_runs_every_built_in_workload() {
         String::from_utf8_lossy(&out.stderr)
     );
     let run = read_results_file(&results).unwrap();
-    assert!(run.complete && run.problems.is_empty(), "{:?}", run.problems);
+    assert!(
+        run.complete && run.problems.is_empty(),
+        "{:?}",
+        run.problems
+    );
     assert_eq!(run.run_end().unwrap().status, RunStatus::Complete);
     let workloads: Vec<_> = run.workloads().collect();
     for name in BUILT_IN {
@@ -52,7 +56,11 @@ fn smoke_runs_every_built_in_workload() {
         assert!(!w.metrics.is_empty(), "{name}");
         for m in &w.metrics {
             assert_eq!(m.values.len(), w.repetitions as usize, "{name} {}", m.name);
-            assert!(m.values.iter().all(|v| v.is_finite() && *v >= 0.0), "{}", m.name);
+            assert!(
+                m.values.iter().all(|v| v.is_finite() && *v >= 0.0),
+                "{}",
+                m.name
+            );
             if !may_be_zero(&m.name) {
                 assert!(m.median > 0.0, "{name} {} = {:?}", m.name, m.values);
             } else {
@@ -62,11 +70,24 @@ fn smoke_runs_every_built_in_workload() {
         eprintln!("{name}: {:.2} s, {} metrics", w.duration_s, w.metrics.len());
     }
     // UnixBench: every index test, 1 and N copies, with the execl chain of the real binary.
-    let ub = workloads.iter().find(|w| w.workload == "unixbench").unwrap();
+    let ub = workloads
+        .iter()
+        .find(|w| w.workload == "unixbench")
+        .unwrap();
     let has = |n: &str| ub.metrics.iter().any(|m| m.name == n);
     for key in [
-        "dhry2reg", "whetstone-double", "execl", "fstime", "fsbuffer", "fsdisk", "pipe",
-        "context1", "spawn", "shell1", "shell8", "syscall",
+        "dhry2reg",
+        "whetstone-double",
+        "execl",
+        "fstime",
+        "fsbuffer",
+        "fsdisk",
+        "pipe",
+        "context1",
+        "spawn",
+        "shell1",
+        "shell8",
+        "syscall",
     ] {
         assert!(has(&format!("single/{key}")), "single/{key}");
         assert!(has(&format!("single/{key}/index")), "single/{key}/index");

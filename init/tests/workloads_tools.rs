@@ -59,9 +59,13 @@ fn tool_workloads_run_or_are_skipped_with_a_reason() {
         };
         let present = tools::locate(tool).is_ok()
             && (w.workload != "unixbench-run"
-                || ["/opt/byte-unixbench/UnixBench", "/opt/UnixBench", "/usr/local/UnixBench"]
-                    .iter()
-                    .any(|d| Path::new(d).join("Run").is_file()));
+                || [
+                    "/opt/byte-unixbench/UnixBench",
+                    "/opt/UnixBench",
+                    "/usr/local/UnixBench",
+                ]
+                .iter()
+                .any(|d| Path::new(d).join("Run").is_file()));
         if !present {
             assert_eq!(w.status, Status::Skipped, "{}: {:?}", w.workload, w.reason);
             assert!(!w.reason.as_deref().unwrap_or("").is_empty());
@@ -97,7 +101,10 @@ fn tool_workloads_run_or_are_skipped_with_a_reason() {
                 // have been cut by the stop).
                 let sent = w.info["postal_log_messages"].as_u64().unwrap();
                 let got = w.info["sink_accepted"].as_u64().unwrap();
-                assert!(got + 2 * 2 >= sent && got <= sent + 4, "sent {sent}, got {got}");
+                assert!(
+                    got + 2 * 2 >= sent && got <= sent + 4,
+                    "sent {sent}, got {got}"
+                );
             }
             _ => {}
         }
@@ -151,6 +158,10 @@ fn real_ab_drives_the_serve_mode_without_failures() {
     let run = read_results_file(&results).unwrap();
     let w = run.workloads().next().unwrap();
     assert_eq!(w.status, Status::Ok, "{:?}", w.reason);
-    let served = w.metrics.iter().find(|m| m.name == "served_requests").unwrap();
+    let served = w
+        .metrics
+        .iter()
+        .find(|m| m.name == "served_requests")
+        .unwrap();
     assert!(served.median >= 2000.0, "{served:?}");
 }

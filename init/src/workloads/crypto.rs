@@ -372,11 +372,17 @@ mod tests {
     fn cpu_timing_is_at_least_as_fast_as_wall_timing() {
         // CPU time never exceeds wall time for one thread, so the CPU-timed rate is not lower
         // (allowing for the clocks' granularity).
-        let params = |t: &str| serde_json::json!({"seconds": 0.05, "algorithms": ["sha256"],
-            "block_sizes": [8192], "threads": ["single"], "timing": t});
+        let params = |t: &str| {
+            serde_json::json!({"seconds": 0.05, "algorithms": ["sha256"],
+            "block_sizes": [8192], "threads": ["single"], "timing": t})
+        };
         let wall = Crypto.run(&params("wall"), &ctx()).unwrap().samples[0].value;
         let cpu = Crypto.run(&params("cpu"), &ctx()).unwrap();
-        assert!(cpu.samples[0].value > 0.5 * wall, "{wall} vs {:?}", cpu.samples);
+        assert!(
+            cpu.samples[0].value > 0.5 * wall,
+            "{wall} vs {:?}",
+            cpu.samples
+        );
         assert!(cpu.info["timing"].as_str().unwrap().contains("CPU"));
     }
 

@@ -6,10 +6,8 @@
 //! receive errors (reset, early close, malformed head), and length errors (a body length other
 //! than the first response's). Non-2xx responses are counted apart, as ab does.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Largest response head accepted.
@@ -86,16 +84,6 @@ impl LoadResult {
     }
 }
 
-enum Outcome {
-    Ok { bytes: u64, body: u64, status: u16 },
-    Connect,
-    Receive,
-}
-
-struct Conn {
-    reader: BufReader<TcpStream>,
-}
-
 fn request_text(host: &str, path: &str, keep_alive: bool) -> Vec<u8> {
     let mut r = format!(
         "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: imgbuild-init\r\nAccept: */*\r\n"
@@ -107,33 +95,16 @@ fn request_text(host: &str, path: &str, keep_alive: bool) -> Vec<u8> {
     r.into_bytes()
 }
 
-/// Reads one response; returns (bytes read, body length, status, server keeps it open).
-fn read_response(reader: &mut BufReader<TcpStream>) -> Option<(u64, u64, u16, bool)> {
-    let mut head = Vec::new();
-    loop {
-        let before = head.len();
-        let n = reader
-            .by_ref()
-            .take((MAX_HEAD - head.len()) as u64 + 1)
-            .read_until(b'\n', &mut head)
-            .ok()?;
-        if n == 0 || head.len() > MAX_HEAD {
-            return None;
-        }
-        let line = &head[before..];
-        if line == b"\r\n" || line == b"\n" {
-            break;
-        }
-    }
-    let text = std::str::from_utf8(&head).ok()?;
+/// Parsed head of a response: (status, content length, keep-alive).
+fn parse_head(head: &[u8]) -> Option<(u16, Option<u64>, bool)> {
+    let text = std::str::from_utf8(head).ok()?;
     let mut lines = text.lines();
     let status: u16 = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
     let mut length = None;
     let mut keep = false;
     for line in lines {
         if let Some((name, value)) = line.split_once(':') {
-            let name = name.trim();
-            if name.eq_ignore_ascii_case("content-length") {
+            if name.trim().eq_ignore_ascii_case("content-length") {
                 length = Some(value.trim().parse::<u64>().ok()?);
             }
             // ab reuses a connection only when the head says Keep-Alive and has a length.
@@ -142,66 +113,114 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> Option<(u64, u64, u16, bo
             }
         }
     }
-    let body = match length {
-        Some(n) if n <= MAX_BODY => {
-            std::io::copy(&mut reader.by_ref().take(n), &mut std::io::sink()).ok()?;
-            n
-        }
-        Some(_) => return None,
-        None => {
-            keep = false;
-            std::io::copy(reader, &mut std::io::sink()).ok()?
-        }
-    };
-    if length.is_some_and(|n| body != n) {
+    if length.is_some_and(|n| n > MAX_BODY) {
         return None;
     }
-    Some((
-        head.len() as u64 + body,
-        body,
-        status,
-        keep && length.is_some(),
-    ))
+    Some((status, length, keep && length.is_some()))
 }
 
-fn one_request(conn: &mut Option<Conn>, addr: SocketAddr, request: &[u8]) -> Outcome {
-    if conn.is_none() {
-        let Ok(stream) = TcpStream::connect_timeout(&addr, IO_TIMEOUT) else {
-            return Outcome::Connect;
-        };
-        let _ = stream.set_nodelay(true);
-        let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
-        let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-        *conn = Some(Conn {
-            reader: BufReader::with_capacity(65536, stream),
-        });
-    }
-    let Some(c) = conn.as_mut() else {
-        return Outcome::Connect;
+/// Where one connection slot is.
+enum Phase {
+    /// Nothing to do (all requests started).
+    Idle,
+    /// Non-blocking connect in progress.
+    Connecting,
+    /// Sending the request; bytes sent so far.
+    Writing(usize),
+    /// Reading the head; bytes so far are in `Slot::head`.
+    Head,
+    /// Reading the body: bytes left (None: until end of file).
+    Body(Option<u64>),
+}
+
+struct Slot {
+    stream: Option<TcpStream>,
+    phase: Phase,
+    head: Vec<u8>,
+    started: Instant,
+    bytes: u64,
+    body: u64,
+    status: u16,
+    keep: bool,
+}
+
+/// A non-blocking connect, as ab does it.
+fn connect_nonblocking(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
     };
-    if c.reader.get_mut().write_all(request).is_err() {
-        *conn = None;
-        return Outcome::Receive;
+    // SAFETY: plain socket call.
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
     }
-    match read_response(&mut c.reader) {
-        Some((bytes, body, status, keep)) => {
-            if !keep {
-                *conn = None;
-            }
-            Outcome::Ok {
-                bytes,
-                body,
-                status,
+    // SAFETY: fd is a new socket nobody else owns; the TcpStream closes it.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let rc = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sin is a valid sockaddr_in of the size given.
+            unsafe {
+                libc::connect(
+                    fd,
+                    (&sin as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of_val(&sin) as u32,
+                )
             }
         }
-        None => {
-            *conn = None;
-            Outcome::Receive
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sin6 is a valid sockaddr_in6 of the size given.
+            unsafe {
+                libc::connect(
+                    fd,
+                    (&sin6 as *const libc::sockaddr_in6).cast(),
+                    std::mem::size_of_val(&sin6) as u32,
+                )
+            }
+        }
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
         }
     }
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
 
-/// Drives `addr` with `concurrency` connections for `requests` GETs of `path`.
+fn socket_error(stream: &TcpStream) -> Option<std::io::Error> {
+    stream.take_error().ok().flatten()
+}
+
+/// Drives `addr` with `concurrency` connections for `requests` GETs of `path`, from one thread
+/// with `poll`, as ab does (so that the client's share of a busy CPU is ab's, not one per
+/// connection).
 pub fn load(
     addr: SocketAddr,
     path: &str,
@@ -213,86 +232,214 @@ pub fn load(
         return Err("requests and concurrency must be positive".into());
     }
     let request = request_text(&addr.to_string(), path, keep_alive);
-    let next = AtomicU64::new(0);
-    let shared = Mutex::new(Shared::default());
+    let n = u64::from(concurrency).min(requests) as usize;
+    let mut slots: Vec<Slot> = (0..n)
+        .map(|_| Slot {
+            stream: None,
+            phase: Phase::Idle,
+            head: Vec::new(),
+            started: Instant::now(),
+            bytes: 0,
+            body: 0,
+            status: 0,
+            keep: false,
+        })
+        .collect();
+    let mut r = LoadResult {
+        complete: 0,
+        failed: Failures::default(),
+        non_2xx: 0,
+        seconds: 0.0,
+        bytes: 0,
+        document_length: None,
+        latencies_ms: Vec::with_capacity(requests.min(1 << 24) as usize),
+    };
+    let mut started = 0u64;
+    let mut finished = 0u64;
     let start = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..concurrency.min(requests.min(u32::MAX as u64) as u32) {
-            s.spawn(|| {
-                let mut conn = None;
-                let mut local = Shared::default();
-                while next.fetch_add(1, Ordering::Relaxed) < requests {
-                    let t = Instant::now();
-                    let outcome = one_request(&mut conn, addr, &request);
-                    let ms = t.elapsed().as_secs_f64() * 1000.0;
-                    local.record(outcome, ms);
-                }
-                if let Ok(mut g) = shared.lock() {
-                    g.merge(local);
-                }
-            });
+    let mut buf = vec![0u8; 65536];
+
+    // Starts a request on a slot: a new connection unless it has a reusable one.
+    let begin = |slot: &mut Slot, started: &mut u64, failed: &mut Failures, finished: &mut u64| {
+        *started += 1;
+        slot.started = Instant::now();
+        slot.head.clear();
+        slot.bytes = 0;
+        slot.body = 0;
+        if slot.stream.is_some() {
+            slot.phase = Phase::Writing(0);
+            return;
         }
-    });
-    let seconds = start.elapsed().as_secs_f64();
-    let mut g = shared
-        .into_inner()
-        .map_err(|_| "a load thread panicked".to_string())?;
-    g.latencies.sort_by(f64::total_cmp);
-    // Length failures: bodies that differ from the first response's, as ab judges them.
-    let first_len = g.lengths.first().copied();
-    let length_failures = g.lengths.iter().filter(|&&l| Some(l) != first_len).count() as u64;
-    g.failures.length += length_failures;
-    Ok(LoadResult {
-        complete: g.ok,
-        failed: g.failures,
-        non_2xx: g.non_2xx,
-        seconds,
-        bytes: g.bytes,
-        document_length: first_len,
-        latencies_ms: g.latencies,
-    })
-}
-
-#[derive(Default)]
-struct Shared {
-    ok: u64,
-    failures: Failures,
-    non_2xx: u64,
-    bytes: u64,
-    lengths: Vec<u64>,
-    latencies: Vec<f64>,
-}
-
-impl Shared {
-    fn record(&mut self, outcome: Outcome, ms: f64) {
-        match outcome {
-            Outcome::Ok {
-                bytes,
-                body,
-                status,
-            } => {
-                self.ok += 1;
-                self.bytes += bytes;
-                self.lengths.push(body);
-                self.latencies.push(ms);
-                if !(200..300).contains(&status) {
-                    self.non_2xx += 1;
+        match connect_nonblocking(addr) {
+            Ok(s) => {
+                slot.stream = Some(s);
+                slot.phase = Phase::Connecting;
+            }
+            Err(_) => {
+                failed.connect += 1;
+                *finished += 1;
+                slot.phase = Phase::Idle;
+            }
+        }
+    };
+    for slot in &mut slots {
+        begin(slot, &mut started, &mut r.failed, &mut finished);
+    }
+    while finished < requests {
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(slots.len());
+        let mut which = Vec::with_capacity(slots.len());
+        for (i, slot) in slots.iter().enumerate() {
+            let events = match slot.phase {
+                Phase::Connecting | Phase::Writing(_) => libc::POLLOUT,
+                Phase::Head | Phase::Body(_) => libc::POLLIN,
+                Phase::Idle => continue,
+            };
+            if let Some(s) = &slot.stream {
+                use std::os::fd::AsRawFd;
+                fds.push(libc::pollfd {
+                    fd: s.as_raw_fd(),
+                    events,
+                    revents: 0,
+                });
+                which.push(i);
+            }
+        }
+        if fds.is_empty() {
+            // Every slot is idle, yet requests remain: start them.
+            if started < requests {
+                for slot in &mut slots {
+                    if started < requests && matches!(slot.phase, Phase::Idle) {
+                        begin(slot, &mut started, &mut r.failed, &mut finished);
+                    }
+                }
+                continue;
+            }
+            break;
+        }
+        // SAFETY: fds is a valid array of pollfd of the length given.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 1000) };
+        if ready < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(format!("poll: {e}"));
+        }
+        for (pfd, &i) in fds.iter().zip(&which) {
+            let slot = &mut slots[i];
+            let timed_out = slot.started.elapsed() > IO_TIMEOUT;
+            if pfd.revents == 0 && !timed_out {
+                continue;
+            }
+            // The outcome of this step: None to keep going, Some(Ok) done, Some(Err) failed.
+            let mut outcome: Option<Result<(), bool>> = None;
+            if timed_out {
+                outcome = Some(Err(false));
+            } else if let Some(stream) = slot.stream.as_mut() {
+                match slot.phase {
+                    Phase::Connecting => {
+                        if socket_error(stream).is_some()
+                            || pfd.revents & (libc::POLLERR | libc::POLLHUP) != 0
+                        {
+                            outcome = Some(Err(true));
+                        } else {
+                            slot.phase = Phase::Writing(0);
+                        }
+                    }
+                    Phase::Writing(done) => match stream.write(&request[done..]) {
+                        Ok(k) if done + k == request.len() => slot.phase = Phase::Head,
+                        Ok(k) => slot.phase = Phase::Writing(done + k),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => outcome = Some(Err(false)),
+                    },
+                    Phase::Head | Phase::Body(_) => match stream.read(&mut buf) {
+                        Ok(0) => {
+                            outcome = Some(if matches!(slot.phase, Phase::Body(None)) {
+                                slot.keep = false;
+                                Ok(())
+                            } else {
+                                Err(false)
+                            });
+                        }
+                        Ok(k) => {
+                            slot.bytes += k as u64;
+                            if matches!(slot.phase, Phase::Head) {
+                                slot.head.extend_from_slice(&buf[..k]);
+                                match slot.head.windows(4).position(|w| w == b"\r\n\r\n") {
+                                    Some(pos) => match parse_head(&slot.head[..pos + 4]) {
+                                        Some((status, length, keep)) => {
+                                            slot.status = status;
+                                            slot.keep = keep;
+                                            let rest = slot.head.len() - (pos + 4);
+                                            slot.phase = Phase::Body(length);
+                                            slot.body = 0;
+                                            slot.body += rest as u64;
+                                        }
+                                        None => outcome = Some(Err(false)),
+                                    },
+                                    None if slot.head.len() > MAX_HEAD => {
+                                        outcome = Some(Err(false))
+                                    }
+                                    None => {}
+                                }
+                            } else {
+                                slot.body += k as u64;
+                            }
+                            if let Phase::Body(Some(len)) = slot.phase {
+                                if slot.body == len {
+                                    outcome = Some(Ok(()));
+                                } else if slot.body > len {
+                                    outcome = Some(Err(false));
+                                }
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => outcome = Some(Err(false)),
+                    },
+                    Phase::Idle => {}
                 }
             }
-            Outcome::Connect => self.failures.connect += 1,
-            Outcome::Receive => self.failures.receive += 1,
+            let Some(outcome) = outcome else {
+                continue;
+            };
+            finished += 1;
+            match outcome {
+                Ok(()) => {
+                    r.complete += 1;
+                    r.bytes += slot.bytes;
+                    let first = *r.document_length.get_or_insert(slot.body);
+                    if slot.body != first {
+                        r.failed.length += 1;
+                    }
+                    if !(200..300).contains(&slot.status) {
+                        r.non_2xx += 1;
+                    }
+                    r.latencies_ms
+                        .push(slot.started.elapsed().as_secs_f64() * 1000.0);
+                    if !slot.keep {
+                        slot.stream = None;
+                    }
+                }
+                Err(connect) => {
+                    if connect {
+                        r.failed.connect += 1;
+                    } else {
+                        r.failed.receive += 1;
+                    }
+                    slot.stream = None;
+                }
+            }
+            slot.phase = Phase::Idle;
+            if started < requests {
+                begin(slot, &mut started, &mut r.failed, &mut finished);
+            } else {
+                slot.stream = None;
+            }
         }
     }
-
-    fn merge(&mut self, other: Shared) {
-        self.ok += other.ok;
-        self.failures.connect += other.failures.connect;
-        self.failures.receive += other.failures.receive;
-        self.non_2xx += other.non_2xx;
-        self.bytes += other.bytes;
-        self.lengths.extend(other.lengths);
-        self.latencies.extend(other.latencies);
-    }
+    r.seconds = start.elapsed().as_secs_f64();
+    r.latencies_ms.sort_by(f64::total_cmp);
+    Ok(r)
 }
 
 #[cfg(test)]

@@ -145,7 +145,7 @@ fn session(stream: TcpStream, counters: &SinkCounters) -> std::io::Result<()> {
         let text = String::from_utf8_lossy(&line);
         let cmd = text.trim_end();
         let verb = cmd
-            .split(|c: char| c == ' ' || c == ':')
+            .split([' ', ':'])
             .next()
             .unwrap_or("")
             .to_ascii_uppercase();

@@ -355,6 +355,10 @@ fn run_one(test: Test, copy: usize, env: &PassEnv) -> Result<Pass, String> {
 /// Run's pre-pass ritual: `sync; sleep 1; sync; sleep 2`, scaled to `settle_s`, and optionally
 /// dropping the page cache (root only); returns whether the drop worked.
 fn settle(p: &Params) -> bool {
+    // settle_s 0 (smoke runs) skips the ritual, sync included.
+    if p.settle_s == 0.0 && !p.drop_caches {
+        return false;
+    }
     // SAFETY: sync has no preconditions.
     unsafe { libc::sync() };
     std::thread::sleep(Duration::from_secs_f64(p.settle_s / 3.0));
