@@ -8,10 +8,14 @@
 #   - unixbench: single-copy scores, index and CV over the repetitions (shortened test
 #     lengths by default; targets 5 % / 10 %);
 #   - disk: block write/rewrite/read vs `bonnie++ -D` with the same file size, chunk and
-#     directory; target within a factor of 1.5.
+#     directory; with --disk-2xram also both buffered with a file of twice the RAM (slow:
+#     tens of GiB on a big host); target within a factor of 1.5.
 #
 #   benches/workloads_vs_tools.sh [--reps N] [--only crypto,http,unixbench,disk]
-#       [--disk-mib M] [--dir DIR] [--unixbench-long-s S] [--unixbench-short-s S]
+#       [--disk-mib M] [--disk-2xram] [--dir DIR] [--unixbench-long-s S] [--unixbench-short-s S]
+#
+# BENCH_NICE=-20 runs everything (both sides) at that niceness, which keeps other load on a
+# shared host from dominating the CVs; BENCH_DIR picks the directory for the disk tests.
 #
 # Needs openssl, ab (apache2-utils) and bonnie++ (apt-get install -y openssl apache2-utils
 # bonnie++). Run as root for bonnie++ (-u root is passed).
@@ -24,4 +28,5 @@ for tool in openssl ab bonnie++; do
     command -v "$tool" >/dev/null 2>&1 || { echo "missing $tool" >&2; exit 1; }
 done
 echo "host: $(nproc) CPUs, $(grep MemTotal /proc/meminfo | tr -s ' '), load $(cut -d' ' -f1-3 /proc/loadavg)"
-exec "$target/examples/workloads_vs_tools" --init "$target/imgbuild-init" --dir "${BENCH_DIR:-/var/tmp}" "$@"
+echo "niceness: ${BENCH_NICE:-0}"
+exec nice -n "${BENCH_NICE:-0}" "$target/examples/workloads_vs_tools" --init "$target/imgbuild-init" --dir "${BENCH_DIR:-/var/tmp}" "$@"
