@@ -109,6 +109,11 @@ pub fn run_workload(
     let outcome = supervise(workload, spec, &ctx, options);
     let _ = std::fs::remove_dir_all(&dir);
     match outcome {
+        Outcome::Done(measured) if measured.skipped.is_some() => {
+            result.status = Status::Skipped;
+            result.reason = measured.skipped;
+            result.info = measured.info;
+        }
         Outcome::Done(measured) => {
             result.status = Status::Ok;
             result.metrics = measured.metrics;

@@ -65,12 +65,17 @@ fn smoke_profile_measures_crypto() {
     assert!(start.platform.online_cpus >= 1);
     assert!(start.phases.iter().any(|p| p.name == "run_start"));
     let workloads: Vec<_> = run.workloads().collect();
-    assert_eq!(workloads.len(), 1);
-    let crypto = workloads[0];
+    // Every built-in workload is in the smoke profile (tests/workloads_smoke.rs checks them
+    // all); this test looks at crypto.
+    assert_eq!(workloads.len(), start.profile.workloads.len());
+    let crypto = workloads
+        .iter()
+        .find(|w| w.workload == "crypto")
+        .expect("crypto in the smoke profile");
     assert_eq!(crypto.status, Status::Ok, "{:?}", crypto.reason);
     assert_eq!(crypto.metrics.len(), 4 * 6 * 2);
     for m in &crypto.metrics {
-        assert_eq!(m.values.len(), 3, "{}", m.name);
+        assert_eq!(m.values.len(), crypto.repetitions as usize, "{}", m.name);
         assert!(
             m.values.iter().all(|&v| v > 0.0),
             "{}: {:?}",
@@ -83,7 +88,7 @@ fn smoke_profile_measures_crypto() {
     assert!(crypto.end_s > crypto.start_s);
     let end = run.run_end().unwrap();
     assert_eq!(end.status, RunStatus::Complete);
-    assert_eq!(end.counts.ok, 1);
+    assert_eq!(end.counts.ok as usize, workloads.len());
     eprintln!(
         "smoke run took {elapsed:?}, crypto {:.3} s",
         crypto.duration_s

@@ -5,13 +5,18 @@
 //! hashes each block separately; CBC continues one chain; GCM seals each block as one message).
 //! `per_cpu` runs one such loop on every online CPU at once and reports the sum.
 //!
+//! Timing: the loop runs for `seconds` of wall time; the rate divides by wall time (`timing:
+//! "wall"`, default) or, like `openssl speed` without `-elapsed`, by the CPU time the thread
+//! used (`timing: "cpu"`), which does not count time the thread spent preempted on a busy host.
+//!
 //! Implementations: RustCrypto `sha2` (SHA-NI and AVX2 paths chosen at run time), `aes` (AES-NI
 //! chosen at run time), `cbc`, `aes-gcm` (PCLMULQDQ GHASH chosen at run time). Which CPU features
 //! were present is recorded in the result's `info`.
 //!
 //! Params (all optional): `algorithms` (`sha256`, `sha512`, `aes-128-cbc`, `aes-256-gcm`),
 //! `block_sizes` (multiples of 16 from 16 to 1 MiB; default 16 … 16384), `seconds` per
-//! measurement (default 3, as openssl), `threads` (`single`, `per_cpu`).
+//! measurement (default 3, as openssl), `threads` (`single`, `per_cpu`), `timing` (`wall`,
+//! `cpu`).
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -79,6 +84,32 @@ struct Params {
     seconds: f64,
     #[serde(default = "both_thread_modes")]
     threads: Vec<Threads>,
+    #[serde(default = "wall")]
+    timing: Timing,
+}
+
+/// What the byte count is divided by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Timing {
+    /// Wall time.
+    Wall,
+    /// CPU time of the measuring thread (openssl speed's default uses user CPU time).
+    Cpu,
+}
+
+fn wall() -> Timing {
+    Timing::Wall
+}
+
+fn thread_cpu_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
 fn all_algorithms() -> Vec<Algorithm> {
@@ -145,7 +176,7 @@ impl Workload for Crypto {
                         Threads::Single => 1,
                         Threads::PerCpu => ctx.online_cpus.max(1),
                     };
-                    let value = throughput(algorithm, size, threads, duration);
+                    let value = throughput(algorithm, size, threads, duration, p.timing);
                     samples.push(Sample {
                         metric: format!("{}/{size}/{}", algorithm.name(), mode.name()),
                         unit: "bytes/s".into(),
@@ -170,6 +201,14 @@ impl Workload for Crypto {
                 ),
                 ("cpu_features".into(), cpu_features().into()),
                 ("seconds_per_measurement".into(), p.seconds.into()),
+                (
+                    "timing".into(),
+                    match p.timing {
+                        Timing::Wall => "bytes / wall time",
+                        Timing::Cpu => "bytes / CPU time of the measuring thread (as openssl)",
+                    }
+                    .into(),
+                ),
             ]),
         })
     }
@@ -200,14 +239,20 @@ fn cpu_features() -> Vec<&'static str> {
 }
 
 /// Bytes per second of `threads` loops running at once, each for `duration`.
-fn throughput(algorithm: Algorithm, size: usize, threads: usize, duration: Duration) -> f64 {
+fn throughput(
+    algorithm: Algorithm,
+    size: usize,
+    threads: usize,
+    duration: Duration,
+    timing: Timing,
+) -> f64 {
     if threads <= 1 {
-        return one_loop(algorithm, size, duration, None);
+        return one_loop(algorithm, size, duration, None, timing);
     }
     let barrier = Barrier::new(threads);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
-            .map(|_| scope.spawn(|| one_loop(algorithm, size, duration, Some(&barrier))))
+            .map(|_| scope.spawn(|| one_loop(algorithm, size, duration, Some(&barrier), timing)))
             .collect();
         let mut total = 0.0;
         for handle in handles {
@@ -265,7 +310,13 @@ impl Engine {
     }
 }
 
-fn one_loop(algorithm: Algorithm, size: usize, duration: Duration, start: Option<&Barrier>) -> f64 {
+fn one_loop(
+    algorithm: Algorithm,
+    size: usize,
+    duration: Duration,
+    start: Option<&Barrier>,
+    timing: Timing,
+) -> f64 {
     let mut engine = Engine::new(algorithm, size);
     // Read the clock about every 16 KiB so that small blocks are not dominated by it.
     let batch = (16384 / size).max(1);
@@ -273,6 +324,7 @@ fn one_loop(algorithm: Algorithm, size: usize, duration: Duration, start: Option
         barrier.wait();
     }
     let begin = Instant::now();
+    let cpu_begin = thread_cpu_s();
     let mut bytes = 0u64;
     loop {
         for _ in 0..batch {
@@ -281,7 +333,11 @@ fn one_loop(algorithm: Algorithm, size: usize, duration: Duration, start: Option
         bytes += (batch * size) as u64;
         let elapsed = begin.elapsed();
         if elapsed >= duration {
-            return bytes as f64 / elapsed.as_secs_f64();
+            let secs = match timing {
+                Timing::Wall => elapsed.as_secs_f64(),
+                Timing::Cpu => (thread_cpu_s() - cpu_begin).max(1e-9),
+            };
+            return bytes as f64 / secs;
         }
     }
 }
@@ -310,6 +366,24 @@ mod tests {
         }
         assert_eq!(rep.samples[0].metric, "sha256/16/single");
         assert_eq!(rep.samples[1].parameters["threads"], 2);
+    }
+
+    #[test]
+    fn cpu_timing_is_at_least_as_fast_as_wall_timing() {
+        // CPU time never exceeds wall time for one thread, so the CPU-timed rate is not lower
+        // (allowing for the clocks' granularity).
+        let params = |t: &str| {
+            serde_json::json!({"seconds": 0.05, "algorithms": ["sha256"],
+            "block_sizes": [8192], "threads": ["single"], "timing": t})
+        };
+        let wall = Crypto.run(&params("wall"), &ctx()).unwrap().samples[0].value;
+        let cpu = Crypto.run(&params("cpu"), &ctx()).unwrap();
+        assert!(
+            cpu.samples[0].value > 0.5 * wall,
+            "{wall} vs {:?}",
+            cpu.samples
+        );
+        assert!(cpu.info["timing"].as_str().unwrap().contains("CPU"));
     }
 
     #[test]
@@ -350,6 +424,7 @@ mod tests {
             serde_json::json!({"seconds": 0}),
             serde_json::json!({"algorithms": ["md5"]}),
             serde_json::json!({"threads": ["many"]}),
+            serde_json::json!({"timing": "user"}),
         ] {
             assert!(Crypto.check(&bad).is_err(), "{bad}");
         }

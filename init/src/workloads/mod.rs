@@ -7,8 +7,13 @@
 //! the samples into [`Metric`]s with median and coefficient of variation ([`stats`]).
 
 mod crypto;
+pub mod disk;
 mod fault;
+pub mod http;
+pub mod smtp;
 pub mod stats;
+pub mod tools;
+pub mod unixbench;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -27,6 +32,12 @@ pub trait Workload: Sync {
     /// Checks parameters (a JSON object) without running anything; the message says what is
     /// wrong. Profiles are validated with it when they are loaded or built.
     fn check(&self, params: &serde_json::Value) -> Result<(), String>;
+    /// Why the workload cannot run here (an external tool that is absent or whose shared
+    /// libraries are missing), checked once before the first repetition; `None` to run it. A
+    /// reason makes the workload `skipped` rather than `failed`.
+    fn unavailable(&self, _params: &serde_json::Value, _ctx: &Context) -> Option<String> {
+        None
+    }
     /// Runs one repetition. Called in a child process that the runner kills at the timeout, so
     /// it may block, crash or panic without harming the run.
     fn run(&self, params: &serde_json::Value, ctx: &Context) -> Result<Repetition, String>;
@@ -80,12 +91,24 @@ pub struct Measured {
     pub tool: Option<ToolVersion>,
     /// Info of the last repetition.
     pub info: BTreeMap<String, serde_json::Value>,
+    /// Why the workload was not run ([`Workload::unavailable`]); no metrics then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 /// Every workload, in listing order. Fault workloads exist for tests and are used only by
 /// profiles that name them.
 pub const REGISTRY: &[&dyn Workload] = &[
+    &unixbench::UnixBench,
+    &disk::Disk,
     &crypto::Crypto,
+    &http::Http,
+    &smtp::Smtp,
+    &tools::bonnie::Bonnie,
+    &tools::openssl::OpensslSpeed,
+    &tools::ab::Ab,
+    &tools::unixbench_run::UnixBenchRun,
+    &tools::postal::Postal,
     &fault::Hang,
     &fault::Segv,
     &fault::Panic,
@@ -124,6 +147,12 @@ pub fn measure(
     base: &Context,
     repetitions: u32,
 ) -> Result<Measured, String> {
+    if let Some(reason) = workload.unavailable(params, base) {
+        return Ok(Measured {
+            skipped: Some(reason),
+            ..Measured::default()
+        });
+    }
     let mut reps = Vec::new();
     let mut last = Repetition::default();
     for repetition in 0..repetitions {
@@ -142,7 +171,27 @@ pub fn measure(
         metrics: stats::aggregate(&reps)?,
         tool: last.tool,
         info: last.info,
+        skipped: None,
     })
+}
+
+/// The argument that makes the init binary a helper process of a workload rather than an init
+/// (the execl test re-executes `/proc/self/exe` with it).
+pub const HELPER_ARG: &str = "--imgbuild-workload-helper";
+
+/// When the process was started as a workload helper (`argv[1]` is [`HELPER_ARG`]), runs it and
+/// returns the exit status; `None` otherwise. `main` calls this first. PID 1 never takes this
+/// path, so a stray kernel argument cannot end the init.
+pub fn helper_entry() -> Option<i32> {
+    let mut args = std::env::args_os().skip(1);
+    if args.next()? != HELPER_ARG {
+        return None;
+    }
+    if std::process::id() == 1 {
+        return None;
+    }
+    let rest: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
+    Some(unixbench::helper_main(&rest))
 }
 
 #[cfg(test)]
