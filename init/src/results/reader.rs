@@ -17,8 +17,11 @@ use super::ResultsError;
 
 /// Problems listed before the rest are only counted.
 const MAX_PROBLEMS: usize = 200;
-/// Payload bytes decoded at most, whatever the disk's size.
-const MAX_TOTAL_PAYLOAD: u64 = 64 << 20;
+/// Payload bytes decoded at most, whatever the disk's size. Free-form JSON (`parameters`) decodes
+/// into up to ~15 times its size (`[]` is 3 bytes of text, a 32-byte value plus its vector), so
+/// this bounds the collector's memory to a few hundred MiB on a hostile disk; a real run writes
+/// well under 1 MiB.
+const MAX_TOTAL_PAYLOAD: u64 = 16 << 20;
 /// Largest growing results file (header capacity 0, the container and host form) read. Its size
 /// is the guest's to choose: a sparse file of terabytes would otherwise be scanned to its end. A
 /// real run writes far less ([`MAX_TOTAL_PAYLOAD`] of payload at most is read anyway).
