@@ -91,18 +91,46 @@ pub enum BuildError {
 }
 
 impl BuildError {
-    /// 2 for bad input (the user can fix it), 1 for failures of the tool or its environment.
+    /// 2 for bad input (the user can fix it), 1 for failures of the tool or its environment:
+    /// writing an output, or any step whose underlying cause is a full, read-only or failing
+    /// filesystem (a spool in TMPDIR that ran out of space is not the archive's fault).
     pub fn exit_code(&self) -> u8 {
-        match self {
-            BuildError::Output(_) => 1,
-            BuildError::Ext4(ext4::Ext4Error::Io { .. }) => 1,
-            BuildError::Target {
-                source: TargetError::Io { .. },
-                ..
-            } => 1,
-            _ => 2,
+        use crate::artefacts::ArtefactError as A;
+        let writing = match self {
+            BuildError::Output(_) => true,
+            BuildError::Ext4(e) => matches!(e, ext4::Ext4Error::Io { .. }),
+            BuildError::Target { source, .. } => matches!(
+                source,
+                TargetError::Io { .. }
+                    | TargetError::Vmdk(_)
+                    | TargetError::Artefact(A::Io { .. } | A::Ext4(ext4::Ext4Error::Io { .. }))
+            ),
+            _ => false,
+        };
+        if writing || caused_by_environment(self) {
+            1
+        } else {
+            2
         }
     }
+}
+
+/// True when an I/O error in the chain of `e` says the host failed: no space, no quota, a
+/// read-only filesystem, no memory, a device error.
+fn caused_by_environment(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.raw_os_error(),
+                Some(libc::ENOSPC | libc::EDQUOT | libc::EROFS | libc::ENOMEM | libc::EIO)
+            ) {
+                return true;
+            }
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// The result of a build.
@@ -474,5 +502,40 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(filesystem_drivers(&def, &el5, &quiet).unwrap(), None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_tell_input_from_environment() {
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let output = BuildError::Output(OutputError {
+            path: "out".into(),
+            source: std::io::Error::other("x"),
+        });
+        assert_eq!(output.exit_code(), 1);
+        let layer = |source| {
+            BuildError::Assemble(AssembleError {
+                index: 1,
+                label: "tar a.tar".into(),
+                source: crate::assemble::LayerError::Tar(source),
+            })
+        };
+        let spool_full = layer(crate::sources::tar::TarError::Io {
+            file: "a.tar".into(),
+            offset: 0,
+            source: full,
+        });
+        assert_eq!(spool_full.exit_code(), 1);
+        let bad_header = layer(crate::sources::tar::TarError::Format {
+            file: "a.tar".into(),
+            offset: 0,
+            reason: "checksum".into(),
+        });
+        assert_eq!(bad_header.exit_code(), 2);
+        assert_eq!(BuildError::BadEpoch("x".into()).exit_code(), 2);
     }
 }

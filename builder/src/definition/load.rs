@@ -12,6 +12,8 @@ use super::Definition;
 /// The embedded default image, `images/minimal.toml`.
 pub const DEFAULT_DEFINITION: &str = include_str!("../../../images/minimal.toml");
 const DEFAULT_NAME: &str = "<embedded images/minimal.toml>";
+/// Largest definition file read.
+const MAX_DEFINITION_BYTES: u64 = 1 << 20;
 
 /// A definition that cannot be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -190,7 +192,7 @@ fn load_chain(path: &Path, chain: &mut Vec<PathBuf>) -> Result<Table, Definition
             chain: names.join(" -> "),
         });
     }
-    let text = std::fs::read_to_string(path).map_err(|source| DefinitionError::Read {
+    let text = read_definition(&canonical).map_err(|source| DefinitionError::Read {
         path: path.to_path_buf(),
         source,
     })?;
@@ -213,6 +215,27 @@ fn load_chain(path: &Path, chain: &mut Vec<PathBuf>) -> Result<Table, Definition
     chain.pop();
     merge(&mut merged, table);
     Ok(merged)
+}
+
+/// Reads a definition file: a regular file of at most [`MAX_DEFINITION_BYTES`]. `extends` may
+/// name any path, and `/dev/zero` or a FIFO would otherwise never end.
+fn read_definition(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    // Checked before opening: opening a FIFO for reading blocks until someone writes to it.
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let file = std::fs::File::open(path)?;
+    let mut text = String::new();
+    file.take(MAX_DEFINITION_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_DEFINITION_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("longer than {MAX_DEFINITION_BYTES} bytes; a definition is a small text file"),
+        ));
+    }
+    Ok(text)
 }
 
 /// Child keys override the parent's; tables merge; `layers` of the child follow the parent's.
@@ -513,6 +536,25 @@ mod tests {
         let e = bad("filesystem.colour=red");
         assert!(e.contains("--set") && e.contains("colour"), "{e}");
         assert!("novalue".parse::<SetArg>().is_err());
+    }
+
+    #[test]
+    fn extends_of_a_device_or_a_huge_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "z.toml",
+            "extends = \"/dev/zero\"\nname = \"z\"\n",
+        );
+        let e = load(Some(&p), &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("/dev/zero") && e.contains("not a regular file"),
+            "{e}"
+        );
+        let big = format!("name = \"x\"\n{}", "# padding\n".repeat(200_000));
+        let p = write(dir.path(), "big.toml", &big);
+        let e = load(Some(&p), &[]).unwrap_err().to_string();
+        assert!(e.contains("big.toml") && e.contains("longer than"), "{e}");
     }
 
     #[test]

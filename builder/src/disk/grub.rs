@@ -136,21 +136,23 @@ impl GrubImages {
     pub fn build(grub_dir: &Path, mkimage: &Path) -> Result<GrubImages, GrubError> {
         let boot_path = grub_dir.join("boot.img");
         let boot = read_bounded(&boot_path, 512)?;
-        let tmp = tempfile::tempdir().map_err(|source| GrubError::Io {
-            what: "create a temporary directory for",
+        // core.img goes to grub-mkimage's stdout (its default output), which is an unnamed
+        // temporary file: nothing is created outside the output directory, not even for a
+        // moment. Not a pipe: grub-mkimage syncs its output, and fsync fails on pipes.
+        let spool_err = |source| GrubError::Io {
+            what: "create a temporary file for",
             path: "core.img".into(),
             source,
-        })?;
-        let core_path = tmp.path().join("core.img");
+        };
+        let mut spool = tempfile::tempfile().map_err(spool_err)?;
         let mut cmd = Command::new(mkimage);
         cmd.arg("-d")
             .arg(grub_dir)
-            .args(["-O", "i386-pc", "-o"])
-            .arg(&core_path)
-            .args(["-p", PREFIX])
+            .args(["-O", "i386-pc", "-p", PREFIX])
             .args(MODULES)
             .env("LC_ALL", "C")
-            .env("SOURCE_DATE_EPOCH", "0");
+            .env("SOURCE_DATE_EPOCH", "0")
+            .stdout(spool.try_clone().map_err(spool_err)?);
         let shown = format!("{cmd:?}");
         let out = cmd.output().map_err(|source| GrubError::Spawn {
             cmd: shown.clone(),
@@ -163,7 +165,7 @@ impl GrubImages {
                 stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
             });
         }
-        let core = read_bounded(&core_path, max_core_bytes())?;
+        let core = read_bounded_from(&mut spool, Path::new("core.img"), max_core_bytes())?;
         let version = Command::new(mkimage)
             .arg("--version")
             .output()
@@ -275,26 +277,30 @@ fn max_core_bytes() -> u64 {
 }
 
 fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, GrubError> {
-    use std::io::Read;
-    let io = |what| {
-        move |source| GrubError::Io {
-            what,
-            path: path.to_path_buf(),
-            source,
-        }
+    let mut f = File::open(path).map_err(|source| GrubError::Io {
+        what: "open",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    read_bounded_from(&mut f, path, max)
+}
+
+/// Reads `f` from its start, failing beyond `max` bytes; `path` names it in errors.
+fn read_bounded_from(f: &mut File, path: &Path, max: u64) -> Result<Vec<u8>, GrubError> {
+    use std::io::{Read, Seek};
+    let io = |source| GrubError::Io {
+        what: "read",
+        path: path.to_path_buf(),
+        source,
     };
-    let f = File::open(path).map_err(io("open"))?;
+    f.rewind().map_err(io)?;
     let mut data = Vec::new();
-    f.take(max + 1).read_to_end(&mut data).map_err(io("read"))?;
+    f.take(max + 1).read_to_end(&mut data).map_err(io)?;
     if data.len() as u64 > max {
-        return Err(GrubError::Io {
-            what: "read",
-            path: path.to_path_buf(),
-            source: io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("larger than {max} bytes"),
-            ),
-        });
+        return Err(io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        )));
     }
     Ok(data)
 }

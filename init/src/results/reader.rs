@@ -17,8 +17,15 @@ use super::ResultsError;
 
 /// Problems listed before the rest are only counted.
 const MAX_PROBLEMS: usize = 200;
-/// Payload bytes decoded at most, whatever the disk's size.
-const MAX_TOTAL_PAYLOAD: u64 = 64 << 20;
+/// Payload bytes decoded at most, whatever the disk's size. Free-form JSON (`parameters`) decodes
+/// into up to ~15 times its size (`[]` is 3 bytes of text, a 32-byte value plus its vector), so
+/// this bounds the collector's memory to a few hundred MiB on a hostile disk; a real run writes
+/// well under 1 MiB.
+const MAX_TOTAL_PAYLOAD: u64 = 16 << 20;
+/// Largest growing results file (header capacity 0, the container and host form) read. Its size
+/// is the guest's to choose: a sparse file of terabytes would otherwise be scanned to its end. A
+/// real run writes far less ([`MAX_TOTAL_PAYLOAD`] of payload at most is read anyway).
+const MAX_GROWING_FILE: u64 = 256 << 20;
 /// Bytes read at a time while looking for the next record.
 const SCAN_CHUNK: usize = 64 * 1024;
 
@@ -241,6 +248,13 @@ impl<'a> Collector<'a> {
                 ));
                 self.len
             }
+            None if self.len > MAX_GROWING_FILE => {
+                self.problem(format!(
+                    "the results file holds {} bytes; only the first {MAX_GROWING_FILE} are read",
+                    self.len
+                ));
+                MAX_GROWING_FILE
+            }
             None => self.len,
         };
 
@@ -409,5 +423,35 @@ mod tests {
         assert!(a.complete && b.complete && a.run_end().is_some() && a.run_start().is_none());
         let mut buf = [0u8; 8];
         assert_eq!(SliceSource(&bytes).read_at(u64::MAX, &mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    fn huge_sparse_results_file_is_read_up_to_a_bound() {
+        // A guest-written growing file of 4 TiB (sparse): one record, then holes to the end.
+        let end = Record::RunEnd(RunEnd {
+            status: RunStatus::Complete,
+            reason: None,
+            end_s: 1.0,
+            counts: StatusCounts::default(),
+        });
+        let mut bytes = format_header(0, "img", None).unwrap();
+        bytes.extend(encode_record(1, 0, &serde_json::to_vec(&end).unwrap()).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.bin");
+        std::fs::write(&path, &bytes).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        if f.set_len(4 << 40).is_err() {
+            return; // a filesystem without files this large
+        }
+        let t = std::time::Instant::now();
+        let run = read_results_file(&path).unwrap();
+        assert!(t.elapsed().as_secs() < 60, "took {:?}", t.elapsed());
+        assert!(run.complete);
+        assert_eq!(run.records, vec![end]);
+        assert!(
+            run.problems[0].contains("only the first 268435456 are read"),
+            "{:?}",
+            run.problems
+        );
     }
 }

@@ -15,6 +15,10 @@ const HEADER_MAGIC: [u8; 4] = [0x8e, 0xad, 0xe8, 0x01];
 /// rpm's own bounds (`hdrblobVerifyInfo`): index entries and store size.
 const MAX_ENTRIES: u32 = 0xffff;
 const MAX_STORE: u32 = 256 << 20;
+/// Most strings read from one tag. An empty string is one byte of the store and 24 bytes of
+/// `Vec` here: without this bound a 256 MiB store of NULs would become 6 GiB. The largest
+/// packages list a few ten thousand files.
+const MAX_STRINGS: u32 = 1 << 20;
 
 /// Index entry data types.
 mod ty {
@@ -219,10 +223,15 @@ impl HeaderBlock {
             ));
         }
         // Each string takes at least one byte: a count beyond the store is a lie.
-        if e.count as usize > self.store.len() {
+        if e.count as usize > self.store.len() || e.count > MAX_STRINGS {
             return Err(at(
                 e.at,
-                format!("tag {tag}: {} strings cannot fit", e.count),
+                format!(
+                    "tag {tag}: {} strings cannot fit (the store holds {} bytes; at most \
+                     {MAX_STRINGS} strings are read)",
+                    e.count,
+                    self.store.len()
+                ),
             ));
         }
         let mut out = Vec::with_capacity(e.count as usize);
@@ -323,6 +332,13 @@ mod tests {
             let bad = h.strings(1000).err().or(h.u32s(1000).err());
             assert!(bad.is_some(), "case {i}");
         }
+        // More strings than any package has, each one NUL of a real store.
+        let nuls = vec![0u8; MAX_STRINGS as usize + 1];
+        let b = block(&[(1000, ty::STRING_ARRAY, 0, MAX_STRINGS + 1)], &nuls);
+        let (f, len) = file_of(&b);
+        let (h, _) = HeaderBlock::read(&f, 0, len).unwrap();
+        let e = h.strings(1000).unwrap_err();
+        assert!(e.reason.contains("strings cannot fit"), "{}", e.reason);
         let mut huge = block(&[(1000, ty::STRING, 0, 1)], b"a\0");
         huge[12..16].copy_from_slice(&(300u32 << 20).to_be_bytes());
         let (f, len) = file_of(&huge);

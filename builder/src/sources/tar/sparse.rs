@@ -30,8 +30,10 @@ impl SparseMap {
     pub fn validate(&self, stored: u64, limit: u64) -> Result<(), String> {
         if self.real_size > limit {
             return Err(format!(
-                "sparse file of {} bytes exceeds the limit of {limit} bytes",
-                self.real_size
+                "sparse file of {} bytes exceeds the limit of {limit} bytes (raise {} if the \
+                 input is genuine)",
+                self.real_size,
+                crate::sources::compression::MAX_EXPANDED_ENV
             ));
         }
         let mut end = 0u64;
