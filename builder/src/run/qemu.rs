@@ -295,8 +295,13 @@ pub struct Outcome {
 }
 
 /// Starts `cmd`, waits up to `timeout`, kills it (SIGKILL) past that. QEMU's own stderr goes
-/// to `stderr_log`.
-pub fn run(cmd: &QemuCommand, timeout: Duration, stderr_log: &Path) -> io::Result<Outcome> {
+/// to `stderr_log`; `tick` is called about every 10 ms while QEMU runs.
+pub fn run(
+    cmd: &QemuCommand,
+    timeout: Duration,
+    stderr_log: &Path,
+    tick: &mut dyn FnMut(),
+) -> io::Result<Outcome> {
     let log = std::fs::File::create(stderr_log)?;
     let mut argv = cmd.argv();
     let program = argv.next().unwrap_or_default();
@@ -307,13 +312,31 @@ pub fn run(cmd: &QemuCommand, timeout: Duration, stderr_log: &Path) -> io::Resul
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()?;
-    supervise(child, timeout, start)
+    supervise_with(child, timeout, start, tick, &mut |c: &mut Child| {
+        let _ = c.kill();
+    })
 }
 
 /// Waits for `child` until `timeout` after `start`, then kills it.
-pub fn supervise(mut child: Child, timeout: Duration, start: Instant) -> io::Result<Outcome> {
+pub fn supervise(child: Child, timeout: Duration, start: Instant) -> io::Result<Outcome> {
+    supervise_with(child, timeout, start, &mut || {}, &mut |c: &mut Child| {
+        let _ = c.kill();
+    })
+}
+
+/// Waits for `child` until `timeout` after `start`, calling `tick` about every 10 ms while it
+/// runs; at the timeout calls `kill` (which must make the child exit: a container runtime
+/// kills its container first) and reaps the child.
+pub fn supervise_with(
+    mut child: Child,
+    timeout: Duration,
+    start: Instant,
+    tick: &mut dyn FnMut(),
+    kill: &mut dyn FnMut(&mut Child),
+) -> io::Result<Outcome> {
     loop {
         if let Some(status) = child.try_wait()? {
+            tick();
             return Ok(Outcome {
                 status: Some(status),
                 timed_out: false,
@@ -321,15 +344,25 @@ pub fn supervise(mut child: Child, timeout: Duration, start: Instant) -> io::Res
             });
         }
         if start.elapsed() >= timeout {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill(&mut child);
+            // A child that survives its kill is killed outright.
+            let waited = Instant::now();
+            while child.try_wait()?.is_none() {
+                if waited.elapsed() > Duration::from_secs(10) {
+                    let _ = child.kill();
+                    child.wait()?;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
             return Ok(Outcome {
                 status: None,
                 timed_out: true,
                 wall: start.elapsed(),
             });
         }
-        std::thread::sleep(Duration::from_millis(20));
+        tick();
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
