@@ -97,12 +97,7 @@ pub fn run_cmd(args: RunArgs) -> Result<(), Failure> {
     for r in &records {
         println!("{}", r.summary());
         println!("  command: {}", r.command);
-        println!(
-            "  results: {}",
-            PathBuf::from(&r.results_file)
-                .with_extension("json")
-                .display()
-        );
+        println!("  record:  {}", r.json_path().display());
         println!("  console: {}", r.console_log);
         for p in r.problems() {
             println!("  problem: {p}");

@@ -15,7 +15,7 @@ use super::{percent, Comparison, MetricRow};
 use crate::run::RunRecord;
 
 /// Metrics per relative chart (more would make it unreadably wide).
-const PER_CHART: usize = 16;
+const PER_CHART: usize = 12;
 
 const STYLE: &str = "body{font-family:sans-serif;margin:24px;color:#222;max-width:1400px}\
 table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ccc;padding:3px 7px;\
@@ -205,7 +205,11 @@ pub fn render_page(c: &Comparison, sources: &[String]) -> String {
             };
             h.push_str(&render(&Chart {
                 title: &title,
-                y_label: "% (see text)",
+                y_label: if c.host.is_some() {
+                    "% of the host"
+                } else {
+                    "% of the best"
+                },
                 series: &series,
                 categories: &categories,
                 bars: &bars,
@@ -342,7 +346,10 @@ fn environment(h: &mut String, c: &Comparison) {
                     },
                     d.status,
                     d.digest
-                        .map(|g| format!(" {}", esc(&g.to_string()[..19.min(g.to_string().len())])))
+                        .map(|g| format!(
+                            " {}…",
+                            esc(&g.to_string().chars().take(23).collect::<String>())
+                        ))
                         .unwrap_or_default(),
                     d.reason
                         .as_deref()

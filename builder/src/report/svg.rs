@@ -56,6 +56,15 @@ pub fn esc(s: &str) -> String {
     out
 }
 
+/// A tick value: whole numbers without decimals.
+fn tick_label(v: f64) -> String {
+    if v == v.round() && v.abs() < 1e4 {
+        format!("{v:.0}")
+    } else {
+        short(v)
+    }
+}
+
 /// A round step for about `n` ticks up to `max`.
 pub fn tick_step(max: f64, n: f64) -> f64 {
     if !(max.is_finite() && max > 0.0) {
@@ -81,7 +90,7 @@ pub fn tick_step(max: f64, n: f64) -> f64 {
 const LEFT: f64 = 70.0;
 const TOP: f64 = 34.0;
 const PLOT_H: f64 = 240.0;
-const BAR_W: f64 = 16.0;
+const BAR_W: f64 = 12.0;
 const GROUP_GAP: f64 = 22.0;
 const LEGEND_H: f64 = 22.0;
 
@@ -138,7 +147,7 @@ pub fn render(chart: &Chart<'_>) -> String {
             width - 10.0,
             LEFT - 6.0,
             yy + 4.0,
-            esc(&short(t))
+            esc(&tick_label(t))
         );
         t += step;
     }

@@ -279,6 +279,9 @@ pub fn run(
     options: &RunOptions,
     log: &dyn Fn(&str),
 ) -> Result<Vec<RunRecord>, RunError> {
+    if options.engine == EngineKind::Xen {
+        return Err(engine::xen_refusal());
+    }
     if options.repeat == 0 {
         return Err(RunError::Usage("--repeat must be at least 1".into()));
     }

@@ -280,6 +280,13 @@ impl RunRecord {
         out
     }
 
+    /// Where [`RunRecord::write`] put this record.
+    pub fn json_path(&self) -> PathBuf {
+        Path::new(&self.build_dir)
+            .join("results")
+            .join(format!("{}-{}.json", self.engine, self.run))
+    }
+
     /// One line for the terminal.
     pub fn summary(&self) -> String {
         let workloads = self

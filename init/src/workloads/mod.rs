@@ -89,6 +89,7 @@ pub const REGISTRY: &[&dyn Workload] = &[
     &fault::Hang,
     &fault::Segv,
     &fault::Panic,
+    &fault::PanicKernel,
     &fault::FillDisk,
 ];
 

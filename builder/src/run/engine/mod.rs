@@ -15,7 +15,7 @@ pub use host::Host;
 pub use openvz::Openvz;
 pub use qemu::QemuVirtio;
 pub use vmware::Vmware;
-pub use xen::{XenImage, XenPrint};
+pub use xen::{xen_refusal, XenImage, XenPrint};
 
 use super::qemu::{
     choose_accel, command, qemu_binary, Accel, Boot, CacheMode, DeviceSet, Drive, Guest,

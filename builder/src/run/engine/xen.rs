@@ -101,6 +101,15 @@ impl QemuPackage for XenImage {
     }
 }
 
+/// Why `--on xen` boots nothing here.
+pub fn xen_refusal() -> RunError {
+    RunError::Usage(
+        "xen needs a Xen dom0: `imgbuild run OUT --on xen --print` prints the xl create command \
+         to run there; --on xen-image boots the same files under QEMU"
+            .into(),
+    )
+}
+
 impl Engine for XenPrint {
     fn kind(&self) -> EngineKind {
         EngineKind::Xen
@@ -122,11 +131,7 @@ impl Engine for XenPrint {
     }
 
     fn boot(&self, _: &Context<'_>) -> Result<Booted, RunError> {
-        Err(RunError::Usage(
-            "xen needs a Xen dom0: `imgbuild run OUT --on xen --print` prints the xl create \
-             command to run there; --on xen-image boots the same files under QEMU"
-                .into(),
-        ))
+        Err(xen_refusal())
     }
 }
 
