@@ -3,6 +3,9 @@
 //! run), the absolute medians, and the environment of every run — what the guest detected,
 //! its kernel, CPUs and memory, the cache mode and accelerator, and whether the root
 //! filesystem it digested is the build's.
+//!
+//! The markup is also well-formed XML (XHTML polyglot), so that a test can have a browser's
+//! XML parser check every tag and every inline SVG.
 
 use std::fmt::Write as _;
 
@@ -87,7 +90,7 @@ pub fn render_page(c: &Comparison, sources: &[String]) -> String {
     let mut h = String::new();
     let _ = write!(
         h,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>imgbuild report\
+        "<!DOCTYPE html><html xmlns=\"http://www.w3.org/1999/xhtml\" lang=\"en\"><head><meta charset=\"utf-8\"/><title>imgbuild report\
          </title><style>{STYLE}</style></head><body><h1>imgbuild: platforms compared</h1>"
     );
     let images: Vec<String> = {
@@ -366,7 +369,7 @@ fn environment(h: &mut String, c: &Comparison) {
                 .map(|t| format!("{t:.2} s"))
                 .unwrap_or_else(|| "-".into())
         );
-        let notes: String = r.notes.iter().map(|n| format!("<br>{}", esc(n))).collect();
+        let notes: String = r.notes.iter().map(|n| format!("<br/>{}", esc(n))).collect();
         let _ = write!(
             h,
             "<tr><td>{}-{}</td><td>{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\

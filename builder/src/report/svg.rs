@@ -93,20 +93,31 @@ const PLOT_H: f64 = 240.0;
 const BAR_W: f64 = 12.0;
 const GROUP_GAP: f64 = 22.0;
 const LEGEND_H: f64 = 22.0;
+const MIN_PLOT_W: f64 = 480.0;
+/// Width of a character of the 11 px labels, roughly.
+const CHAR_W: f64 = 6.2;
 
 /// Renders `chart` as an `<svg>` element.
 pub fn render(chart: &Chart<'_>) -> String {
     let n_series = chart.series.len().max(1);
-    let group_w = n_series as f64 * BAR_W + GROUP_GAP;
+    let n_categories = chart.categories.len().max(1);
+    // Groups share at least MIN_PLOT_W; each is at least wide enough for its bars.
+    let plot_w = (n_categories as f64 * (n_series as f64 * BAR_W + GROUP_GAP)).max(MIN_PLOT_W);
+    let group_w = plot_w / n_categories as f64;
     let longest = chart
         .categories
         .iter()
         .map(|c| c.chars().count())
         .max()
         .unwrap_or(0) as f64;
-    // Long labels are drawn at 40 degrees below the axis.
-    let label_h = (longest * 6.0 * 0.65).clamp(18.0, 160.0);
-    let width = (LEFT + chart.categories.len() as f64 * group_w + 20.0).max(420.0);
+    // Labels wider than their group are drawn at 40 degrees below the axis.
+    let rotate = longest * CHAR_W > group_w - 4.0;
+    let label_h = if rotate {
+        (longest * CHAR_W * 0.65).clamp(18.0, 160.0)
+    } else {
+        18.0
+    };
+    let width = LEFT + plot_w + 20.0;
     let height = TOP + PLOT_H + label_h + 24.0 + LEGEND_H;
     let mut max = chart
         .bars
@@ -167,7 +178,7 @@ pub fn render(chart: &Chart<'_>) -> String {
         TOP + PLOT_H
     );
     for (ci, category) in chart.categories.iter().enumerate() {
-        let gx = LEFT + GROUP_GAP / 2.0 + ci as f64 * group_w;
+        let gx = LEFT + ci as f64 * group_w + (group_w - n_series as f64 * BAR_W) / 2.0;
         for (si, bar) in chart.bars.get(ci).into_iter().flatten().enumerate() {
             let Some(bar) = bar else { continue };
             if !bar.value.is_finite() {
@@ -202,7 +213,7 @@ pub fn render(chart: &Chart<'_>) -> String {
         }
         let lx = gx + (n_series as f64 * BAR_W) / 2.0;
         let ly = TOP + PLOT_H + 14.0;
-        if longest > 14.0 {
+        if rotate {
             let _ = write!(
                 s,
                 "<text transform=\"translate({lx:.1} {ly:.1}) rotate(40)\">{}</text>",
