@@ -18,7 +18,8 @@ pub use vmware::Vmware;
 pub use xen::{xen_refusal, XenImage, XenPrint};
 
 use super::qemu::{
-    choose_accel, command, qemu_binary, Accel, Boot, CacheMode, DeviceSet, Drive, Guest,
+    choose_accel, choose_accel_explained, command, qemu_binary, Accel, Boot, CacheMode, DeviceSet,
+    Drive, Guest,
 };
 use super::scratch::{check_direct_io, copy_disk, sparse_copy};
 use super::watch::{ResultsKind, Watch};
@@ -208,7 +209,11 @@ impl<P: QemuPackage> Engine for OnQemu<P> {
         let plan = self.0.plan(cx.build, cx.settings)?;
         let mut notes = plan.notes.clone();
         let accel = match cx.build.any_kernel() {
-            Some(kernel) => choose_accel(&qemu, &kernel),
+            Some(kernel) => {
+                let (accel, reason) = choose_accel_explained(&qemu, &kernel);
+                notes.push(format!("accelerator: {reason}"));
+                accel
+            }
             None => {
                 notes.push("no kernel in the build to probe KVM with: TCG".into());
                 Accel::Tcg
