@@ -17,7 +17,7 @@ out=${COMPARE_OUT:-out/bench-compare}
 bin=target/x86_64-unknown-linux-gnu/release/imgbuild
 command -v python3 >/dev/null || { echo "boot_and_compare: needs python3" >&2; exit 1; }
 
-echo "load before: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs" >&2
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs"; echo
 COMPARE_OUT=$out scripts/compare >/dev/null 2>&1 || true   # warm-up
 COMPARE_OUT=$out scripts/compare >/dev/null 2>"$out.log" || echo "compare exited $? (see $out.log)" >&2
 echo "## scripts/compare on a warm machine, by stage"
@@ -36,7 +36,7 @@ for engine in qemu vmware xen-image openvz host; do
     echo "run --on $engine exited $?" >&2
 done
 [ -n "$sudo" ] && $sudo chown -R "$(id -u):$(id -g)" "$out/results"
-echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 python3 - "$out/results" <<'EOF'
 import glob, json, os, statistics, sys
@@ -51,31 +51,30 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
         continue
     runs.setdefault(r["engine"], []).append(r)
 
-def med(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
-
 def fmt(x):
     return "-" if x is None else f"{x:.2f}"
 
-print("## Boot to the first workload (medians over every boot; seconds)")
+def both(xs):
+    xs = [x for x in xs if x is not None]
+    return f"{fmt(min(xs))} / {fmt(statistics.median(xs))}" if xs else "-"
+
+print("## Boot to the first workload (seconds; each cell: min / median over every boot)")
 print()
-print("| engine | boots | host: start → first record (min / median) | guest: kernel handoff | modules loaded | root mounted | digest checked | first workload | before the kernel's clock |")
+print("| engine | boots | host: start → first record | guest: kernel handoff | modules loaded | root mounted | digest checked | first workload | before the kernel's clock |")
 print("|---|---|---|---|---|---|---|---|---|")
 for engine in ["qemu", "vmware", "xen-image", "openvz", "host"]:
     rs = runs.get(engine, [])
     if not rs:
         continue
     first = [r.get("first_record_s") for r in rs]
-    phases = {}
-    w0 = []
-    pre = []
+    phases, w0, pre = {}, [], []
     for r in rs:
         recs = r["collected"]["records"]
         start = next((x for x in recs if x["type"] == "run_start"), None)
         work = next((x for x in recs if x["type"] == "workload"), None)
         if not start:
             continue
+        # Containers and the host count from the init's start, VMs from the kernel's.
         base = start["phases"][0]["at_s"] if engine in ("openvz", "host") else 0.0
         for p in start["phases"]:
             phases.setdefault(p["name"], []).append(p["at_s"] - base)
@@ -84,11 +83,12 @@ for engine in ["qemu", "vmware", "xen-image", "openvz", "host"]:
         rs_at = next((p["at_s"] for p in start["phases"] if p["name"] == "run_start"), None)
         if r.get("first_record_s") is not None and rs_at is not None and base == 0.0:
             pre.append(r["first_record_s"] - rs_at)
-    mins = min([x for x in first if x is not None], default=None)
-    print(f"| {engine} | {len(rs)} | {fmt(mins)} / {fmt(med(first))} | "
-          f"{fmt(med(phases.get('kernel_handoff', [])))} | {fmt(med(phases.get('modules_loaded', [])))} | "
-          f"{fmt(med(phases.get('root_mounted', [])))} | {fmt(med(phases.get('digest_checked', [])))} | "
-          f"{fmt(med(w0))} | {fmt(med(pre))} |")
+    print(f"| {engine} | {len(rs)} | {both(first)} | "
+          f"{both(phases.get('kernel_handoff', []))} | {both(phases.get('modules_loaded', []))} | "
+          f"{both(phases.get('root_mounted', []))} | {both(phases.get('digest_checked', []))} | "
+          f"{both(w0)} | {both(pre)} |")
 print()
-print("Guest columns are the guest's uptime (VMs) or seconds since the init started (openvz, host).")
+print("Guest columns: the guest's uptime (VMs), seconds since the init started (openvz, host).")
 EOF
+echo
+echo "load average after: $load_after"
