@@ -78,21 +78,47 @@ pub fn scratch_root() -> PathBuf {
     dir
 }
 
-/// A build kept for the whole test binary.
+/// A build kept for the whole test binary (removed when it exits).
 pub struct SharedBuild {
-    _dir: tempfile::TempDir,
     /// The output directory.
     pub out: PathBuf,
     /// Its manifest.
     pub manifest: Manifest,
 }
 
-fn build_into(definition: Option<&Path>, targets: Vec<Target>) -> Result<SharedBuild, String> {
+/// Directories to remove when the test binary exits: shared builds live in statics, which are
+/// never dropped.
+static AT_EXIT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+extern "C" fn remove_at_exit() {
+    if let Ok(dirs) = AT_EXIT.lock() {
+        for d in dirs.iter() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// A new directory under [`scratch_root`], removed when the process exits.
+pub fn exit_scoped_dir(prefix: &str) -> Result<PathBuf, String> {
+    static REGISTERED: OnceLock<()> = OnceLock::new();
+    REGISTERED.get_or_init(|| {
+        // SAFETY: registers a plain extern "C" function without arguments.
+        unsafe { libc::atexit(remove_at_exit) };
+    });
     let dir = tempfile::Builder::new()
-        .prefix("build-")
+        .prefix(prefix)
         .tempdir_in(scratch_root())
-        .map_err(|e| e.to_string())?;
-    let out = dir.path().join("out");
+        .map_err(|e| e.to_string())?
+        .keep();
+    if let Ok(mut dirs) = AT_EXIT.lock() {
+        dirs.push(dir.clone());
+    }
+    Ok(dir)
+}
+
+fn build_into(definition: Option<&Path>, targets: Vec<Target>) -> Result<SharedBuild, String> {
+    let dir = exit_scoped_dir("build-")?;
+    let out = dir.join("out");
     let loaded = load(definition, &[]).map_err(|e| format!("definition: {e}"))?;
     let output = build(
         &loaded,
@@ -105,7 +131,6 @@ fn build_into(definition: Option<&Path>, targets: Vec<Target>) -> Result<SharedB
     )
     .map_err(|e| format!("build failed: {e}"))?;
     Ok(SharedBuild {
-        _dir: dir,
         out,
         manifest: output.manifest,
     })
@@ -120,15 +145,12 @@ pub fn default_build() -> &'static Result<SharedBuild, String> {
     })
 }
 
-/// A small image (QEMU target only, 1 vCPU) whose profile is `profile_toml`, a
+/// A small image (QEMU and OpenVZ targets, 1 vCPU) whose profile is `profile_toml`, a
 /// `[workloads.profiles.NAME]` table named `name`.
 pub fn build_with_profile(name: &str, profile_toml: &str) -> Result<SharedBuild, String> {
     init_prerequisite()?;
-    let dir = tempfile::Builder::new()
-        .prefix("definition-")
-        .tempdir_in(scratch_root())
-        .map_err(|e| e.to_string())?;
-    let definition = dir.path().join(format!("{name}.toml"));
+    let dir = exit_scoped_dir("definition-")?;
+    let definition = dir.join(format!("{name}.toml"));
     std::fs::write(
         &definition,
         format!(
@@ -141,16 +163,24 @@ pub fn build_with_profile(name: &str, profile_toml: &str) -> Result<SharedBuild,
         ),
     )
     .map_err(|e| e.to_string())?;
-    build_into(Some(&definition), vec![Target::Qemu])
+    build_into(Some(&definition), vec![Target::Qemu, Target::Openvz])
 }
 
 /// Boots `out` once on `engine`.
 pub fn boot(out: &Path, engine: EngineKind, timeout: Duration) -> RunRecord {
-    let options = RunOptions {
-        engine,
-        timeout,
-        ..RunOptions::default()
-    };
+    boot_with(
+        out,
+        RunOptions {
+            engine,
+            timeout,
+            ..RunOptions::default()
+        },
+    )
+}
+
+/// Boots `out` once with `options`.
+pub fn boot_with(out: &Path, options: RunOptions) -> RunRecord {
+    let engine = options.engine;
     let mut records = run(out, &options, &|line| eprintln!("{line}"))
         .unwrap_or_else(|e| panic!("imgbuild run --on {engine}: {e}"));
     assert_eq!(records.len(), 1);

@@ -4,7 +4,9 @@
 //!   the run record says incomplete with the reason;
 //! - a hung workload is killed at its timeout and the run goes on;
 //! - a guest kernel panic (sysrq-c) ends the boot well within the timeout, with the records
-//!   before it kept.
+//!   before it kept;
+//! - the OpenVZ engine's timeout kills the container (runc kill, delete) and removes the bundle;
+//! - `--profile` reaches the init (kernel command line, the container init's arguments).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Command, Stdio};
@@ -232,4 +234,98 @@ fn hang_is_killed_and_kernel_panic_ends_the_boot() {
         "{}",
         w[0].duration_s
     );
+}
+
+#[test]
+fn openvz_timeout_kills_the_container_and_removes_the_bundle() {
+    if let Err(why) = qemu_tests::container_prerequisites() {
+        return skip("openvz timeout", &why);
+    }
+    let build = hang_build().as_ref().unwrap_or_else(|e| panic!("{e}"));
+    let r = boot(&build.out, EngineKind::Openvz, Duration::from_secs(5));
+    let console = std::fs::read_to_string(&r.console_log).unwrap_or_default();
+    assert!(r.timed_out && !r.complete, "{r:?}\n{console}");
+    assert!(
+        r.wall_s < 20.0,
+        "runc kill did not end the container: {}",
+        r.wall_s
+    );
+    let w = workloads(&r);
+    assert_eq!(w.len(), 1, "{console}");
+    assert_eq!((w[0].name.as_str(), w[0].status), ("crypto", Status::Ok));
+    let work = build
+        .out
+        .join("results")
+        .join(format!("openvz-{}.work", r.run));
+    assert!(!work.exists(), "{} left behind", work.display());
+    // No process of the container survives (its hang would still be sleeping): none is left in
+    // the cgroup runc made for it, which is named after the container id.
+    let id = format!("imgbuild-{}-openvz-{}", std::process::id(), r.run);
+    assert!(r.command.ends_with(&id), "{}", r.command);
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| {
+            let cgroup = std::fs::read_to_string(e.path().join("cgroup")).ok()?;
+            cgroup
+                .contains(&id)
+                .then(|| e.file_name().to_string_lossy().into_owned())
+        })
+        .collect();
+    assert!(left.is_empty(), "processes of {id} left: {left:?}");
+}
+
+#[test]
+fn profile_override_reaches_the_init() {
+    let options = |engine| imgbuild::run::RunOptions {
+        engine,
+        profile: Some("smoke".into()),
+        timeout: Duration::from_secs(240),
+        ..imgbuild::run::RunOptions::default()
+    };
+    let check = |r: &imgbuild::run::RunRecord| {
+        let console = std::fs::read_to_string(&r.console_log).unwrap_or_default();
+        assert!(r.complete, "{:?}\n{console}", r.incomplete_reason);
+        let start = qemu_tests::run_start(r);
+        assert_eq!(start.profile.name, "smoke", "{console}");
+        let names: Vec<&str> = workloads(r).iter().map(|w| w.name.as_str()).collect();
+        assert_eq!(names, ["crypto"], "{console}");
+    };
+    // The image's own profile is "hang"; smoke instead proves the override got through.
+    if let Err(why) = qemu_tests::container_prerequisites() {
+        skip("profile override (openvz)", &why);
+    } else {
+        let build = hang_build().as_ref().unwrap_or_else(|e| panic!("{e}"));
+        let r = qemu_tests::boot_with(&build.out, options(EngineKind::Openvz));
+        assert!(r.command.contains("runc"));
+        check(&r);
+    }
+    if let Err(why) = vm_prerequisites() {
+        return skip("profile override (qemu)", &why);
+    }
+    let build = hang_build().as_ref().unwrap_or_else(|e| panic!("{e}"));
+    let r = qemu_tests::boot_with(&build.out, options(EngineKind::Qemu));
+    assert!(
+        r.command.contains("imgbuild.profile=smoke"),
+        "{}",
+        r.command
+    );
+    check(&r);
+    // A profile the image cannot run is refused before anything boots.
+    let e = imgbuild::run::run(
+        &build.out,
+        &imgbuild::run::RunOptions {
+            profile: Some("nope".into()),
+            ..options(EngineKind::Qemu)
+        },
+        &|_| {},
+    )
+    .unwrap_err();
+    assert_eq!(e.exit_code(), 2, "{e}");
 }
