@@ -8,6 +8,7 @@
 //! it, and leaves in `OUT/results/`: `<engine>-<n>.json` (a [`RunRecord`]: the collected results
 //! and how they were obtained), the console log and the results disk it wrote.
 
+pub mod accel;
 pub mod build_dir;
 pub mod engine;
 pub mod extract;
