@@ -181,6 +181,9 @@ pub fn render_page(c: &Comparison, sources: &[String]) -> String {
         }
     }
 
+    h.push_str("<h2>Environment of every run</h2>");
+    environment(&mut h, c);
+
     h.push_str("<h2>Every workload</h2>");
     let reference = if c.host.is_some() {
         "relative to the host (100 = the host's performance; higher is better)"
@@ -223,8 +226,6 @@ pub fn render_page(c: &Comparison, sources: &[String]) -> String {
         metric_table(&mut h, c, &rows);
     }
 
-    h.push_str("<h2>Environment of every run</h2>");
-    environment(&mut h, c);
     h.push_str("</body></html>\n");
     h
 }
