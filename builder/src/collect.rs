@@ -9,7 +9,7 @@ use std::path::Path;
 use imgbuild_init::digest::RootfsDigest;
 use imgbuild_init::results::schema::Record;
 use imgbuild_init::results::{read_results, CollectedRun, ResultsError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::image_io::Cursor;
 use crate::vmdk::{VmdkError, VmdkReader};
@@ -35,7 +35,7 @@ pub enum CollectError {
 }
 
 /// What a results disk holds, as `collect` prints it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Collected {
     /// The disk read.
     pub disk: String,

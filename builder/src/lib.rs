@@ -4,7 +4,7 @@
 //! Data flows one way, one module per stage: [`definition`] → [`assemble`] ([`sources`], one per
 //! layer) → [`tree`] → [`finish`] (init, identity, digest) → filesystem → disks and packages
 //! ([`target`]) → [`manifest`]. [`kernel`] provides the kernel and the initramfs, [`run`] boots
-//! the packages.
+//! the packages, [`report`] compares their results.
 #![deny(missing_docs)]
 
 pub mod artefacts;
@@ -21,6 +21,7 @@ pub mod kernel;
 pub mod manifest;
 pub mod output;
 pub mod progress;
+pub mod report;
 pub mod run;
 pub mod sources;
 pub mod target;

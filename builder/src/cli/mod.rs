@@ -2,6 +2,8 @@
 
 mod build;
 mod collect;
+mod report;
+mod run;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -53,6 +55,10 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Print the results a guest wrote to its results disk, as JSON.
     Collect(collect::CollectArgs),
+    /// Boot a build on an engine (qemu, vmware, xen-image, openvz, host) and collect.
+    Run(run::RunArgs),
+    /// Put runs side by side: a table, and an HTML page with charts.
+    Report(report::ReportArgs),
 }
 
 /// Runs the parsed command line.
@@ -61,6 +67,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Build(args)) => build::run(args),
         Some(Command::Verify(args)) => verify::run(args),
         Some(Command::Collect(args)) => collect::run(args),
+        Some(Command::Run(args)) => run::run_cmd(args),
+        Some(Command::Report(args)) => report::run(args),
         None if cli.build.targets.is_empty() => Err(Failure::input(anyhow::anyhow!(
             "name a target (--target xen|openvz|vmware|qemu|all) or a subcommand; see --help"
         ))),

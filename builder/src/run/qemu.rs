@@ -1,20 +1,21 @@
-//! QEMU as a boot engine: one command-line builder for every platform's device set, the KVM
-//! probe, and supervision of the QEMU process (timeout, kill, serial console to a file).
+//! QEMU as a boot engine: one command-line builder for every platform's device set, and
+//! supervision of the QEMU process (timeout, kill, serial console to a file). The KVM probe is
+//! in [`super::accel`].
 //!
-//! Device sets: `Kvm` is virtio disk and network; `Vmware` is VMware's emulated SCSI controller
-//! (pvscsi, or mptsas1068 for lsisas1068) and NIC (vmxnet3 or e1000) with the VMDK booted from
-//! disk; `XenImage` is the Xen package's bare filesystem image with direct kernel boot.
-//! KVM is used only after a probe boot shows it works on this host (nested KVM here hangs).
+//! Device sets: [`DeviceSet::Virtio`] is virtio disk and network (KVM's, and Xen's image under
+//! QEMU); [`DeviceSet::Vmware`] is VMware's emulated SCSI controller (pvscsi, or mptsas1068 for
+//! lsisas1068) and NIC (vmxnet3 or e1000) with the VMDK booted from disk.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::definition::{NicModel, ScsiAdapter};
+
+pub use super::accel::{choose_accel, choose_accel_explained};
 
 /// CPU accelerator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -185,7 +186,15 @@ pub fn command(qemu: &Path, guest: &Guest) -> QemuCommand {
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     push(&["-accel", guest.accel.name()]);
-    push(&["-machine", "pc"]);
+    // KVM's and Xen's platforms run Linux guests without an HPET (libvirt's and PVH's
+    // defaults); under TCG an HPET also makes the guest's clock reads MMIO exits and its TSC
+    // calibration slow (about 0.5 s more to the kernel's handoff). VMware's virtual hardware
+    // has one, so its device set keeps it.
+    let machine = match guest.devices {
+        DeviceSet::Virtio => "pc,hpet=off",
+        DeviceSet::Vmware { .. } => "pc",
+    };
+    push(&["-machine", machine]);
     push(&[
         "-cpu",
         if guest.accel == Accel::Kvm {
@@ -295,8 +304,13 @@ pub struct Outcome {
 }
 
 /// Starts `cmd`, waits up to `timeout`, kills it (SIGKILL) past that. QEMU's own stderr goes
-/// to `stderr_log`.
-pub fn run(cmd: &QemuCommand, timeout: Duration, stderr_log: &Path) -> io::Result<Outcome> {
+/// to `stderr_log`; `tick` is called about every 10 ms while QEMU runs.
+pub fn run(
+    cmd: &QemuCommand,
+    timeout: Duration,
+    stderr_log: &Path,
+    tick: &mut dyn FnMut(),
+) -> io::Result<Outcome> {
     let log = std::fs::File::create(stderr_log)?;
     let mut argv = cmd.argv();
     let program = argv.next().unwrap_or_default();
@@ -307,13 +321,31 @@ pub fn run(cmd: &QemuCommand, timeout: Duration, stderr_log: &Path) -> io::Resul
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()?;
-    supervise(child, timeout, start)
+    supervise_with(child, timeout, start, tick, &mut |c: &mut Child| {
+        let _ = c.kill();
+    })
 }
 
 /// Waits for `child` until `timeout` after `start`, then kills it.
-pub fn supervise(mut child: Child, timeout: Duration, start: Instant) -> io::Result<Outcome> {
+pub fn supervise(child: Child, timeout: Duration, start: Instant) -> io::Result<Outcome> {
+    supervise_with(child, timeout, start, &mut || {}, &mut |c: &mut Child| {
+        let _ = c.kill();
+    })
+}
+
+/// Waits for `child` until `timeout` after `start`, calling `tick` about every 10 ms while it
+/// runs; at the timeout calls `kill` (which must make the child exit: a container runtime
+/// kills its container first) and reaps the child.
+pub fn supervise_with(
+    mut child: Child,
+    timeout: Duration,
+    start: Instant,
+    tick: &mut dyn FnMut(),
+    kill: &mut dyn FnMut(&mut Child),
+) -> io::Result<Outcome> {
     loop {
         if let Some(status) = child.try_wait()? {
+            tick();
             return Ok(Outcome {
                 status: Some(status),
                 timed_out: false,
@@ -321,53 +353,25 @@ pub fn supervise(mut child: Child, timeout: Duration, start: Instant) -> io::Res
             });
         }
         if start.elapsed() >= timeout {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill(&mut child);
+            // A child that survives its kill is killed outright.
+            let waited = Instant::now();
+            while child.try_wait()?.is_none() {
+                if waited.elapsed() > Duration::from_secs(10) {
+                    let _ = child.kill();
+                    child.wait()?;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
             return Ok(Outcome {
                 status: None,
                 timed_out: true,
                 wall: start.elapsed(),
             });
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// How long a working KVM takes at most to start a kernel that panics at once.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(6);
-
-/// The accelerator to use: `IMGBUILD_ACCEL` (kvm or tcg) when set; otherwise KVM only if
-/// /dev/kvm exists and a probe boot of `kernel` (no root, `panic=-1`) exits within seconds.
-/// The probe runs once per process.
-pub fn choose_accel(qemu: &Path, kernel: &Path) -> Accel {
-    static CHOSEN: OnceLock<Accel> = OnceLock::new();
-    *CHOSEN.get_or_init(|| match std::env::var("IMGBUILD_ACCEL").as_deref() {
-        Ok("kvm") => Accel::Kvm,
-        Ok("tcg") => Accel::Tcg,
-        _ => probe_kvm(qemu, kernel),
-    })
-}
-
-fn probe_kvm(qemu: &Path, kernel: &Path) -> Accel {
-    if !Path::new("/dev/kvm").exists() {
-        return Accel::Tcg;
-    }
-    let start = Instant::now();
-    let child = Command::new(qemu)
-        .args(["-accel", "kvm", "-cpu", "host", "-m", "128", "-nodefaults"])
-        .args(["-display", "none", "-no-reboot", "-monitor", "none"])
-        .arg("-kernel")
-        .arg(kernel)
-        .args(["-append", "panic=-1 quiet"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    match child.and_then(|c| supervise(c, PROBE_TIMEOUT, start)) {
-        Ok(Outcome {
-            status: Some(s), ..
-        }) if s.success() => Accel::Kvm,
-        _ => Accel::Tcg,
+        tick();
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -415,6 +419,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("-device vmxnet3,netdev=n0"), "{text}");
+        assert!(text.contains("-machine pc "), "{text}");
         assert!(text.contains("hostfwd=tcp:127.0.0.1:8080-:80"), "{text}");
         assert!(!text.contains("-kernel"), "{text}");
     }
@@ -436,6 +441,7 @@ mod tests {
         );
         assert!(text.contains("virtio-blk-pci,drive=d0"), "{text}");
         assert!(text.contains("cache=none"), "{text}");
+        assert!(text.contains("-machine pc,hpet=off"), "{text}");
     }
 
     #[test]

@@ -213,7 +213,10 @@ fn dispatch(handoff: f64, pid1: bool) -> (i32, Option<Mode>) {
         Ok((Mode::Host, _)) => (host_main(&args), Some(Mode::Host)),
         Ok((Mode::Initramfs, _)) => initramfs::run(handoff),
         Ok((Mode::Root, _)) => (root_main(handoff, pid1), Some(Mode::Root)),
-        Ok((Mode::Container, c)) => (container_main(c, pid1), Some(Mode::Container)),
+        Ok((Mode::Container, c)) => (
+            container_main(c, pid1, profile_request(args.profile.as_deref())),
+            Some(Mode::Container),
+        ),
         Err(e) => {
             say!("{e}");
             (2, None)
@@ -323,8 +326,25 @@ fn root_main(handoff: f64, pid1: bool) -> i32 {
     0
 }
 
-/// Container mode: PID 1 of a container. Results go to a file; exits 0 (no power-off).
-fn container_main(container: Option<ContainerInfo>, pid1: bool) -> i32 {
+/// `--profile P`: a file when P looks like a path, else a name.
+fn profile_request(profile: Option<&str>) -> ProfileRequest {
+    match profile {
+        Some(p) if p.contains('/') || p.ends_with(".json") => ProfileRequest {
+            name: None,
+            path: Some(PathBuf::from(p)),
+        },
+        Some(p) => ProfileRequest {
+            name: Some(p.to_owned()),
+            path: None,
+        },
+        None => ProfileRequest::default(),
+    }
+}
+
+/// Container mode: PID 1 of a container. Results go to a file; exits 0 (no power-off). A
+/// `--profile` argument (the runtime's process arguments) picks the profile, since the kernel
+/// command line a container sees is its host's.
+fn container_main(container: Option<ContainerInfo>, pid1: bool, profile: ProfileRequest) -> i32 {
     let outcome = std::panic::catch_unwind(|| {
         let mut problems = Vec::new();
         if let Err(e) =
@@ -353,7 +373,7 @@ fn container_main(container: Option<ContainerInfo>, pid1: bool) -> i32 {
             mode: Mode::Container,
             image_root: PathBuf::from("/"),
             results: ResultsTarget::File(PathBuf::from(CONTAINER_RESULTS)),
-            profile: ProfileRequest::default(),
+            profile,
             workdir: PathBuf::from(GUEST_WORKDIR),
             reap_all: pid1,
             digest: DigestPolicy::Root { allow_bind: true },
@@ -383,17 +403,7 @@ fn host_main(args: &Args) -> i32 {
         .clone()
         .unwrap_or_else(|| PathBuf::from(HOST_RESULTS));
     let image_root = args.root.clone().unwrap_or_else(|| PathBuf::from("/"));
-    let profile = match &args.profile {
-        Some(p) if p.contains('/') || p.ends_with(".json") => ProfileRequest {
-            name: None,
-            path: Some(PathBuf::from(p)),
-        },
-        Some(p) => ProfileRequest {
-            name: Some(p.clone()),
-            path: None,
-        },
-        None => ProfileRequest::default(),
-    };
+    let profile = profile_request(args.profile.as_deref());
     // On a host a profile that cannot be used is an error, not a fallback.
     let (_, _, problems) = session::choose_profile(&profile, &image_root);
     if !problems.is_empty() {

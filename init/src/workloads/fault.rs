@@ -82,6 +82,46 @@ impl Workload for Panic {
     }
 }
 
+/// `fault-panic-kernel`: crashes the guest kernel (`c` to /proc/sysrq-trigger), to test that a
+/// guest that dies keeps the records written before. It refuses to run anywhere but under a
+/// VM's PID 1: not in host mode (its parent would not be PID 1) and not in a container (a
+/// container shares its host's kernel).
+pub struct PanicKernel;
+
+impl Workload for PanicKernel {
+    fn name(&self) -> &'static str {
+        "fault-panic-kernel"
+    }
+    fn summary(&self) -> &'static str {
+        "test only: crashes the guest kernel through sysrq (VMs only)"
+    }
+    fn check(&self, params: &serde_json::Value) -> Result<(), String> {
+        no_params(params)
+    }
+    fn run(&self, _: &serde_json::Value, _: &Context) -> Result<Repetition, String> {
+        // SAFETY: getppid has no preconditions.
+        let parent = unsafe { libc::getppid() };
+        if parent != 1 {
+            return Err(format!(
+                "refused: the runner is not PID 1 (parent {parent}), so this is not a guest"
+            ));
+        }
+        if let Some(c) =
+            crate::platform::container_from_hints(&crate::platform::ContainerHints::gather())
+        {
+            return Err(format!(
+                "refused: in a container ({}), the kernel is the host's",
+                c.evidence
+            ));
+        }
+        // SAFETY: sync has no preconditions; what the kernel has cached goes to the disks first.
+        unsafe { libc::sync() };
+        std::fs::write("/proc/sysrq-trigger", b"c")
+            .map_err(|e| format!("cannot write /proc/sysrq-trigger: {e}"))?;
+        Err("the kernel survived sysrq-c".into())
+    }
+}
+
 /// `fault-fill-disk`: writes zeros into the work directory until the filesystem is full (or
 /// `max_mib` is reached), reports how much fitted, and deletes the file again.
 pub struct FillDisk;
@@ -161,6 +201,19 @@ mod tests {
             .unwrap();
         assert_eq!(rep.samples[0].value, (2 << 20) as f64);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn kernel_panic_refuses_outside_a_guest() {
+        let ctx = Context {
+            workdir: std::env::temp_dir(),
+            online_cpus: 1,
+            repetition: 0,
+            repetitions: 1,
+        };
+        // A test process's parent is the test harness, never PID 1.
+        let e = PanicKernel.run(&serde_json::json!({}), &ctx).unwrap_err();
+        assert!(e.starts_with("refused"), "{e}");
     }
 
     #[test]

@@ -112,6 +112,7 @@ pub const REGISTRY: &[&dyn Workload] = &[
     &fault::Hang,
     &fault::Segv,
     &fault::Panic,
+    &fault::PanicKernel,
     &fault::FillDisk,
 ];
 
