@@ -503,11 +503,6 @@ mod tests {
         });
         assert_eq!(filesystem_drivers(&def, &el5, &quiet).unwrap(), None);
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     #[test]
     fn exit_codes_tell_input_from_environment() {

@@ -123,7 +123,7 @@ fn sl5_ext3_image_boots_from_disk_with_an_rpm_kernel() {
     };
     let cmd = qemu::command(&qemu_bin, &guest);
     eprintln!("{cmd}");
-    let outcome = qemu::run(&cmd, BOOT_TIMEOUT, &work.join("qemu.stderr")).unwrap();
+    let outcome = qemu::run(&cmd, BOOT_TIMEOUT, &work.join("qemu.stderr"), &mut || {}).unwrap();
     let console = std::fs::read_to_string(&serial).unwrap_or_default();
     assert!(
         !outcome.timed_out,
