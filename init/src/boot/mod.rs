@@ -290,6 +290,15 @@ fn root_main(handoff: f64, pid1: bool) -> i32 {
         };
         phases.mark("root_init");
         let cmdline = Cmdline::read();
+        if let Some(spec) = cmdline.as_ref().and_then(|c| c.get("imgbuild.ip")) {
+            match crate::net::InterfaceAddress::parse(spec) {
+                Ok(ifa) => match crate::net::configure(&ifa) {
+                    Ok(()) => say!("{} is {}/{}", ifa.interface, ifa.address, ifa.prefix),
+                    Err(e) => problems.push(format!("cannot configure {spec}: {e}")),
+                },
+                Err(e) => problems.push(e),
+            }
+        }
         let config = SessionConfig {
             mode: Mode::Root,
             image_root: PathBuf::from("/"),
