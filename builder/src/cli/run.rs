@@ -52,6 +52,11 @@ pub struct RunArgs {
     /// Disk cache mode of the VM engines.
     #[arg(long, value_enum, default_value_t = Cache::None)]
     cache: Cache,
+    /// Forward 127.0.0.1:PORT on the host to the guest's port 80 and give the guest the user
+    /// network's address (10.0.2.15/24), for a client on the host such as a real `ab` against
+    /// the http workload's serve mode (qemu and xen-image).
+    #[arg(long, value_name = "PORT")]
+    forward_http: Option<u16>,
     /// Print the command that boots the build's own files, and run nothing.
     #[arg(long)]
     print: bool,
@@ -83,6 +88,7 @@ pub fn run_cmd(args: RunArgs) -> Result<(), Failure> {
             Cache::None => CacheMode::None,
             Cache::Writeback => CacheMode::Writeback,
         },
+        forward_http: args.forward_http,
     };
     let fail = |e: imgbuild::run::RunError| Failure {
         code: e.exit_code(),

@@ -114,6 +114,10 @@ pub struct RunOptions {
     pub repeat: u32,
     /// Disk cache mode of the VM engines.
     pub cache: CacheMode,
+    /// Forward this host port (on 127.0.0.1) to the guest's port 80 and give the guest's NIC
+    /// QEMU's user-network address, so a client on the host (a real `ab`) reaches a workload
+    /// serving HTTP. Engines with direct kernel boot only (qemu, xen-image).
+    pub forward_http: Option<u16>,
 }
 
 impl Default for RunOptions {
@@ -126,6 +130,7 @@ impl Default for RunOptions {
             timeout: Duration::from_secs(600),
             repeat: 1,
             cache: CacheMode::None,
+            forward_http: None,
         }
     }
 }
@@ -143,6 +148,8 @@ pub struct Settings {
     pub timeout: Duration,
     /// Profile override.
     pub profile: Option<String>,
+    /// Host port forwarded to the guest's port 80 ([`RunOptions::forward_http`]).
+    pub forward_http: Option<u16>,
 }
 
 /// Why a run could not be made.
@@ -257,12 +264,24 @@ pub fn settings(build: &BuildDir, options: &RunOptions) -> Result<Settings, RunE
     if let Some(p) = &options.profile {
         build.check_profile(p)?;
     }
+    if options.forward_http.is_some()
+        && !matches!(options.engine, EngineKind::Qemu | EngineKind::XenImage)
+    {
+        return Err(RunError::Usage(format!(
+            "--forward-http needs an engine that boots the kernel directly (qemu, xen-image), not {}",
+            options.engine
+        )));
+    }
+    if options.forward_http == Some(0) {
+        return Err(RunError::Usage("--forward-http 0: name a port".into()));
+    }
     Ok(Settings {
         cpus,
         memory_mb,
         cache: options.cache,
         timeout: options.timeout,
         profile: options.profile.clone(),
+        forward_http: options.forward_http,
     })
 }
 

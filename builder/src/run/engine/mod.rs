@@ -161,16 +161,24 @@ fn guest(
             },
         ],
         serial_log: serial.to_path_buf(),
-        forward_http: None,
+        forward_http: settings.forward_http,
     }
 }
 
-/// `imgbuild.profile=P` appended to a kernel command line.
-pub(crate) fn with_profile(cmdline: &str, profile: Option<&str>) -> String {
-    match profile {
-        Some(p) => format!("{cmdline} imgbuild.profile={p}"),
-        None => cmdline.to_string(),
+/// The address QEMU's user network gives its first guest (its DHCP server's only lease).
+pub const USER_NET_GUEST_ADDRESS: &str = "10.0.2.15/24";
+
+/// A package's kernel command line with the run's additions: `imgbuild.profile=P` for a
+/// profile override, `imgbuild.ip=` when a host port is forwarded to the guest.
+pub(crate) fn guest_cmdline(cmdline: &str, settings: &Settings) -> String {
+    let mut line = cmdline.to_string();
+    if let Some(p) = &settings.profile {
+        line.push_str(&format!(" imgbuild.profile={p}"));
     }
+    if settings.forward_http.is_some() {
+        line.push_str(&format!(" imgbuild.ip={USER_NET_GUEST_ADDRESS}"));
+    }
+    line
 }
 
 impl<P: QemuPackage> Engine for OnQemu<P> {

@@ -2,7 +2,7 @@
 //! virtio-blk, virtio-net, direct kernel boot with the package's kernel, initramfs and the
 //! command line of its script (console on ttyS0).
 
-use super::{with_profile, PlanDisk, QemuPackage, QemuPlan, VmSize};
+use super::{guest_cmdline, PlanDisk, QemuPackage, QemuPlan, VmSize};
 use crate::manifest::Role;
 use crate::run::build_dir::{parse_qemu_script, read_config};
 use crate::run::qemu::{Boot, DeviceSet};
@@ -51,7 +51,7 @@ impl QemuPackage for QemuVirtio {
             boot: Boot::Kernel {
                 kernel: build.file("qemu", Role::Kernel)?,
                 initrd: build.file("qemu", Role::Initrd)?,
-                cmdline: with_profile(&cmdline, settings.profile.as_deref()),
+                cmdline: guest_cmdline(&cmdline, settings),
             },
             root: PlanDisk {
                 path: disk,

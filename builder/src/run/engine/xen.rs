@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::{with_profile, Booted, Context, Engine, PlanDisk, QemuPackage, QemuPlan, VmSize};
+use super::{guest_cmdline, Booted, Context, Engine, PlanDisk, QemuPackage, QemuPlan, VmSize};
 use crate::manifest::Role;
 use crate::run::build_dir::{key_values, read_config};
 use crate::run::qemu::{shell_quote, Boot, DeviceSet};
@@ -82,7 +82,7 @@ impl QemuPackage for XenImage {
             boot: Boot::Kernel {
                 kernel: build.file("xen", Role::Kernel)?,
                 initrd: build.file("xen", Role::Initrd)?,
-                cmdline: with_profile(&serial_cmdline(extra), settings.profile.as_deref()),
+                cmdline: guest_cmdline(&serial_cmdline(extra), settings),
             },
             root: PlanDisk {
                 path: rootfs,
@@ -122,9 +122,9 @@ impl Engine for XenPrint {
     fn print(&self, build: &BuildDir, settings: &Settings) -> Result<String, RunError> {
         let (path, kv) = cfg(build)?;
         let mut line = format!("xl create {}", shell_quote(&path.display().to_string()));
-        if let Some(p) = &settings.profile {
+        if settings.profile.is_some() {
             // KEY=VALUE after the config file overrides the config's key.
-            let extra = with_profile(kv.get("extra").map_or("", String::as_str), Some(p));
+            let extra = guest_cmdline(kv.get("extra").map_or("", String::as_str), settings);
             line.push_str(&format!(" {}", shell_quote(&format!("extra=\"{extra}\""))));
         }
         Ok(line)
