@@ -138,7 +138,10 @@ const PROFILE: &str = r#"{"name": "boot-test", "repetitions": 2, "timeout_s": 12
     {"workload": "crypto", "params": {"seconds": 0.002, "block_sizes": [64, 16384]}},
     {"workload": "fault-segv"},
     {"workload": "fault-panic"},
-    {"workload": "fault-hang", "timeout_s": 2}]}"#;
+    {"workload": "fault-hang", "timeout_s": 2},
+    {"workload": "fault-fill-disk", "params": {"max_mib": 256}},
+    {"workload": "crypto", "name": "crypto-after-faults",
+     "params": {"seconds": 0.002, "block_sizes": [64]}}]}"#;
 
 /// Builds the guest, or says why it cannot.
 fn prepare() -> Result<Guest, String> {
@@ -354,10 +357,27 @@ fn boots_through_initramfs_and_root_and_records_results() {
     let status: Vec<Status> = run.workloads().map(|w| w.status).collect();
     assert_eq!(
         status,
-        [Status::Ok, Status::Failed, Status::Failed, Status::Timeout]
+        [
+            Status::Ok,
+            Status::Failed,
+            Status::Failed,
+            Status::Timeout,
+            Status::Ok,
+            Status::Ok
+        ]
     );
     let crypto = run.workloads().next().unwrap();
     assert!(crypto.metrics.iter().all(|m| m.median > 0.0));
+    // The 48 MiB root filled up (less than the 256 MiB asked for fitted), and the run went on.
+    let fill = run.workloads().nth(4).unwrap();
+    let written = fill.metrics.iter().find(|m| m.name == "written").unwrap();
+    assert!(
+        written.median > 8e6 && written.median < 48e6,
+        "{}",
+        written.median
+    );
+    let after = run.workloads().nth(5).unwrap();
+    assert!(after.metrics.iter().all(|m| m.median > 0.0));
     assert_eq!(run.run_end().unwrap().status, RunStatus::Complete);
 
     // Remounted read-only before power-off: the filesystem needs no recovery, and the work
