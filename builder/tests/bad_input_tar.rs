@@ -306,7 +306,7 @@ fn not_an_archive_and_missing_archive() {
         &[],
         Expect {
             code: INPUT,
-            needles: &["missing.tar", "No such file"],
+            needles: &["missing.tar", "does not exist"],
         },
     );
 }
