@@ -18,7 +18,6 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -27,7 +26,6 @@ use crate::ext4::{self, Ext4Plan};
 use crate::finish::{BootFiles, Finished};
 use crate::output::Staging;
 use crate::progress::Progress;
-use crate::tree::Content;
 
 /// A shared artefact that cannot be made.
 #[derive(Debug, thiserror::Error)]
@@ -308,45 +306,21 @@ impl<'a> Artefacts<'a> {
     }
 }
 
-/// Content of a host file as a tree content (for reading a file's data ranges).
-fn data_ranges(path: &Path) -> io::Result<Vec<(u64, u64)>> {
-    let len = fs::metadata(path)?.len();
-    let content = Content::HostFile(std::sync::Arc::from(path));
-    let reader = content
-        .open(len, &path.display().to_string())
-        .map_err(|e| e.source)?;
-    reader.data_ranges()
-}
-
 /// Copies the data ranges of `src` into `dest` at `offset`, in the kernel; holes stay holes.
 fn copy_data(src: &Path, dest: &File, offset: u64) -> io::Result<()> {
     let input = File::open(src)?;
-    for (start, end) in data_ranges(src)? {
-        let mut in_off = start as i64;
-        let mut out_off = (offset + start) as i64;
-        let mut left = (end - start) as usize;
-        while left > 0 {
-            // SAFETY: valid descriptors; the offsets are plain integers the kernel updates.
-            let n = unsafe {
-                libc::copy_file_range(
-                    input.as_raw_fd(),
-                    &mut in_off,
-                    dest.as_raw_fd(),
-                    &mut out_off,
-                    left,
-                    0,
-                )
-            };
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
+    let len = input.metadata()?.len();
+    for (start, end) in crate::image_io::data_ranges(&input, 0, len)? {
+        let mut at = start;
+        while at < end {
+            let n = crate::image_io::copy_file_range(&input, at, dest, offset + at, end - at)?;
             if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     format!("{} ended early", src.display()),
                 ));
             }
-            left -= n as usize;
+            at += n;
         }
     }
     Ok(())

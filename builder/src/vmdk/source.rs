@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::io::AsRawFd;
 
 use crate::image_io::ReadAt;
 
@@ -16,41 +15,7 @@ const BATCH_GRAINS: u64 = 32;
 /// The byte ranges `(start, end)` of `file` that may hold data; holes read as zeros. Files
 /// (and devices) without hole reporting give one range covering everything.
 pub fn file_data_ranges(file: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
-    let fd = file.as_raw_fd();
-    let mut ranges = Vec::new();
-    let mut pos = 0;
-    while pos < size {
-        let data = match seek(fd, pos, libc::SEEK_DATA) {
-            Ok(d) => d,
-            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(vec![(0, size)]),
-            Err(e) => return Err(e),
-        };
-        if data >= size {
-            break;
-        }
-        let hole = seek(fd, data, libc::SEEK_HOLE)?.min(size);
-        if hole <= data {
-            // A file changing under us; read the rest rather than loop.
-            ranges.push((data, size));
-            break;
-        }
-        ranges.push((data, hole));
-        pos = hole;
-    }
-    Ok(ranges)
-}
-
-fn seek(fd: i32, offset: u64, whence: i32) -> io::Result<u64> {
-    let offset = i64::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: lseek has no memory effects; every read here is positional, so moving the
-    // descriptor's offset is harmless.
-    let r = unsafe { libc::lseek(fd, offset, whence) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r as u64)
-    }
+    crate::image_io::data_ranges(file, 0, size)
 }
 
 /// Sorts, clamps to `size` and merges ranges given by a caller.
