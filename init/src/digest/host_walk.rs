@@ -6,9 +6,10 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sha2::{Digest as _, Sha256};
 
@@ -52,32 +53,156 @@ pub struct WalkSummary {
 }
 
 /// [`digest_directory`] with options, and what the walk saw.
+///
+/// The walk first records every entry's metadata, then hashes the regular files on every CPU
+/// (largest first, so one big file does not end up last on one thread), then feeds the
+/// entries in order: the guest digests its root before the first workload, and under
+/// emulation SHA-256 is slow enough for the second vCPU to matter.
 pub fn digest_directory_with(root: &Path, options: WalkOptions) -> Result<WalkSummary, WalkError> {
     let root_dev = fs::symlink_metadata(root).map_err(at(root))?.dev();
     let mut walk = Walk {
-        builder: DigestBuilder::new(),
+        entries: Vec::new(),
+        files: Vec::new(),
         first_names: HashMap::new(),
-        buffer: vec![0; 1 << 20],
         root_dev,
         options,
         other_device: Vec::new(),
     };
     walk.visit(root, b"/".to_vec())?;
-    let entries = walk.builder.entries();
+    let hashes = hash_files(&walk.files)?;
+    let mut builder = DigestBuilder::new();
+    for e in &walk.entries {
+        let kind = match &e.kind {
+            Kind::Directory => EntryKind::Directory,
+            Kind::File { size, index } => EntryKind::File {
+                size: *size,
+                sha256: hashes[*index],
+            },
+            Kind::Symlink(target) => EntryKind::Symlink { target },
+            Kind::CharDevice(major, minor) => EntryKind::CharDevice {
+                major: *major,
+                minor: *minor,
+            },
+            Kind::BlockDevice(major, minor) => EntryKind::BlockDevice {
+                major: *major,
+                minor: *minor,
+            },
+            Kind::Fifo => EntryKind::Fifo,
+            Kind::Socket => EntryKind::Socket,
+        };
+        builder.add(&Entry {
+            path: &e.path,
+            kind,
+            mode: e.mode,
+            uid: e.uid,
+            gid: e.gid,
+            hard_link_of: e.hard_link_of.as_deref(),
+            xattrs: &e.xattrs,
+        });
+    }
+    let entries = builder.entries();
     Ok(WalkSummary {
-        digest: walk.builder.finish(),
+        digest: builder.finish(),
         entries,
         other_device: walk.other_device,
     })
 }
 
+/// What the walk recorded of one entry, owned, until the file hashes are known.
+struct Walked {
+    path: Vec<u8>,
+    kind: Kind,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    hard_link_of: Option<Vec<u8>>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+enum Kind {
+    Directory,
+    /// `index` into the walk's list of files to hash.
+    File {
+        size: u64,
+        index: usize,
+    },
+    Symlink(Vec<u8>),
+    CharDevice(u32, u32),
+    BlockDevice(u32, u32),
+    Fifo,
+    Socket,
+}
+
 struct Walk {
-    builder: DigestBuilder,
+    entries: Vec<Walked>,
+    /// Regular files to hash: host path and size.
+    files: Vec<(PathBuf, u64)>,
     first_names: HashMap<(u64, u64), Vec<u8>>,
-    buffer: Vec<u8>,
     root_dev: u64,
     options: WalkOptions,
     other_device: Vec<Vec<u8>>,
+}
+
+/// What one hashing thread did: (index into the file list, sha256).
+type Hashed = Vec<(usize, [u8; 32])>;
+
+/// sha256 of every file, in the order given, on up to one thread per CPU.
+fn hash_files(files: &[(PathBuf, u64)]) -> Result<Vec<[u8; 32]>, WalkError> {
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(files[i].1));
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8)
+        .min(files.len().max(1));
+    let next = AtomicUsize::new(0);
+    let results: Vec<Result<Hashed, WalkError>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut buffer = vec![0; 1 << 20];
+                    let mut done = Vec::new();
+                    loop {
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&i) = order.get(k) else {
+                            return Ok(done);
+                        };
+                        done.push((i, hash_file(&files[i].0, &mut buffer)?));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join().unwrap_or_else(|_| {
+                    Err(WalkError {
+                        path: PathBuf::new(),
+                        source: io::Error::other("a hashing thread panicked"),
+                    })
+                })
+            })
+            .collect()
+    });
+    let mut hashes = vec![[0u8; 32]; files.len()];
+    for part in results {
+        for (i, h) in part? {
+            hashes[i] = h;
+        }
+    }
+    Ok(hashes)
+}
+
+fn hash_file(host: &Path, buffer: &mut [u8]) -> Result<[u8; 32], WalkError> {
+    let mut file = File::open(host).map_err(at(host))?;
+    let mut hasher = Sha256::new();
+    loop {
+        let n = file.read(buffer).map_err(at(host))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(hasher.finalize().into())
 }
 
 fn at(path: &Path) -> impl FnOnce(io::Error) -> WalkError + '_ {
@@ -94,30 +219,27 @@ impl Walk {
         }
         let meta = fs::symlink_metadata(host).map_err(at(host))?;
         let file_type = meta.file_type();
-        let target;
         let kind = if file_type.is_dir() {
-            EntryKind::Directory
+            Kind::Directory
         } else if file_type.is_file() {
-            let sha256 = self.hash_file(host)?;
-            EntryKind::File {
+            self.files.push((host.to_path_buf(), meta.len()));
+            Kind::File {
                 size: meta.len(),
-                sha256,
+                index: self.files.len() - 1,
             }
         } else if file_type.is_symlink() {
-            target = fs::read_link(host).map_err(at(host))?;
-            EntryKind::Symlink {
-                target: target.as_os_str().as_bytes(),
-            }
+            let target = fs::read_link(host).map_err(at(host))?;
+            Kind::Symlink(target.into_os_string().into_vec())
         } else if file_type.is_char_device() {
             let (major, minor) = split_rdev(meta.rdev());
-            EntryKind::CharDevice { major, minor }
+            Kind::CharDevice(major, minor)
         } else if file_type.is_block_device() {
             let (major, minor) = split_rdev(meta.rdev());
-            EntryKind::BlockDevice { major, minor }
+            Kind::BlockDevice(major, minor)
         } else if file_type.is_fifo() {
-            EntryKind::Fifo
+            Kind::Fifo
         } else {
-            EntryKind::Socket
+            Kind::Socket
         };
         let mut hard_link_of = None;
         if !file_type.is_dir() && meta.nlink() > 1 {
@@ -130,14 +252,14 @@ impl Walk {
             }
         }
         let xattrs = crate::xattr::read(host).map_err(at(host))?;
-        self.builder.add(&Entry {
-            path: &path,
+        self.entries.push(Walked {
+            path: path.clone(),
             kind,
             mode: meta.mode() & 0o7777,
             uid: meta.uid(),
             gid: meta.gid(),
-            hard_link_of: hard_link_of.as_deref(),
-            xattrs: &xattrs,
+            hard_link_of,
+            xattrs,
         });
         let foreign = meta.dev() != self.root_dev;
         if foreign {
@@ -159,19 +281,6 @@ impl Walk {
             }
         }
         Ok(())
-    }
-
-    fn hash_file(&mut self, host: &Path) -> Result<[u8; 32], WalkError> {
-        let mut file = File::open(host).map_err(at(host))?;
-        let mut hasher = Sha256::new();
-        loop {
-            let n = file.read(&mut self.buffer).map_err(at(host))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&self.buffer[..n]);
-        }
-        Ok(hasher.finalize().into())
     }
 }
 
