@@ -186,11 +186,13 @@ fn stage(handoff: f64, phases: &mut PhaseLog, report: &mut InitramfsReport) -> S
                 problems.join("; ")
             );
         }
-        // Devices may still be probing, or a driver's new devices want more drivers.
+        // Devices may still be probing, or a driver's new devices want more drivers (the SCSI
+        // disk driver once a host adapter has found its disks). A short pause: the root is
+        // usually there within a few rounds, and each round is a few sysfs reads.
         if let Some(l) = loader.as_mut() {
             l.round(Path::new("/sys"));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(25));
     };
     if let Some(l) = &loader {
         report.modules = l.loads.clone();

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
     default_drivers, Closure, DriverRequest, ModuleError, ModuleIndex, Reason, ResolvedModule,
-    ALWAYS_LOAD, IMPLIED_SOFTDEPS, MAX_TOTAL_MODULES,
+    IMPLIED_SOFTDEPS, MAX_TOTAL_MODULES,
 };
 use crate::kernel::modinfo::{self, canonical, ModInfo};
 
@@ -246,10 +246,12 @@ fn order(mut loaded: BTreeMap<String, Loaded>) -> Result<Vec<ResolvedModule>, Mo
             .into_iter()
             .collect();
         depends.sort_by_key(|d| position.get(d).copied().unwrap_or(usize::MAX));
+        // A driver with device aliases waits for its devices, also a disk driver such as
+        // sd_mod whose devices only appear once a host adapter has scanned its bus: the init
+        // keeps matching new devices while it waits for the root.
         let device_alias = l.aliases.iter().any(|a| a.contains(':'));
-        let always = soft_targets.contains(&name)
-            || (l.reason == Reason::Requested
-                && (!device_alias || ALWAYS_LOAD.contains(&name.as_str())));
+        let always =
+            soft_targets.contains(&name) || (l.reason == Reason::Requested && !device_alias);
         out.push(ResolvedModule {
             file: modinfo::uncompressed_path(&l.rel).to_string(),
             source_file: l.rel,
@@ -453,7 +455,7 @@ mod tests {
                 by_name("crc32c_generic").reason,
                 Reason::SoftDependencyOf("jbd2".into())
             );
-            assert!(by_name("sd_mod").always);
+            assert!(!by_name("sd_mod").always);
             assert!(!by_name("jbd2").always);
             assert!(!by_name("virtio").always);
             assert_eq!(

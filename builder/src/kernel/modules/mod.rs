@@ -30,10 +30,6 @@ pub const QEMU_DRIVERS: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net", "v
 /// soft dependency.
 pub const FILESYSTEM_DRIVERS: &[&str] = &["ext4"];
 
-/// Modules loaded unconditionally although they carry device aliases: a disk driver binds to
-/// devices that only appear once a host adapter driver has scanned its bus.
-const ALWAYS_LOAD: &[&str] = &["sd_mod"];
-
 /// Soft dependencies some kernels use without declaring them (ext4 and jbd2 checksum metadata
 /// with crc32c through the crypto API, which would call a modprobe the initramfs lacks).
 const IMPLIED_SOFTDEPS: &[(&str, &str)] = &[("ext4", "crc32c"), ("jbd2", "crc32c")];
