@@ -361,7 +361,8 @@ impl<'a> Collector<'a> {
                     fh.seq - 1
                 ));
             }
-            expected_seq = fh.seq + 1;
+            // A hostile seq of u64::MAX must not wrap around and admit seq 0 again.
+            expected_seq = fh.seq.saturating_add(1);
             match serde_json::from_slice::<Record>(&payload) {
                 Ok(record) => {
                     if complete {
@@ -423,6 +424,30 @@ mod tests {
         assert!(a.complete && b.complete && a.run_end().is_some() && a.run_start().is_none());
         let mut buf = [0u8; 8];
         assert_eq!(SliceSource(&bytes).read_at(u64::MAX, &mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    fn the_largest_sequence_number_does_not_wrap() {
+        // Found by the results fuzz target: seq + 1 overflowed on u64::MAX.
+        let end = Record::RunEnd(RunEnd {
+            status: RunStatus::Complete,
+            reason: None,
+            end_s: 1.0,
+            counts: StatusCounts::default(),
+        });
+        let payload = serde_json::to_vec(&end).unwrap();
+        let mut bytes = format_header(0, "img", None).unwrap();
+        bytes.extend(encode_record(1, u64::MAX, &payload).unwrap());
+        bytes.extend(encode_record(1, 0, &payload).unwrap());
+        let run = read_results_bytes(&bytes).unwrap();
+        assert_eq!(run.records, vec![end]);
+        assert!(
+            run.problems
+                .iter()
+                .any(|p| p.contains("repeats sequence number 0")),
+            "{:?}",
+            run.problems
+        );
     }
 
     #[test]
