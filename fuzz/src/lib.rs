@@ -3,6 +3,8 @@
 //! that a layer produced, so that the references a parser made into its archive are exercised
 //! too, not just the headers.
 
+#![deny(missing_docs)]
+
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd};

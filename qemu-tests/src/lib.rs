@@ -4,6 +4,7 @@
 //!
 //! A test that cannot run says why on stderr and returns; with `IMGBUILD_REQUIRE_QEMU=1` (set
 //! by `.ci/run`) it fails instead.
+#![deny(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
