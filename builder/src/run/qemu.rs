@@ -280,7 +280,9 @@ pub fn command(qemu: &Path, guest: &Guest) -> QemuCommand {
         netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{port}-:80"));
     }
     push(&["-netdev", &netdev]);
-    push(&["-device", &format!("{nic},netdev=n0")]);
+    // No option ROM: the guests boot from the kernel or the disk, never from the network, and
+    // SeaBIOS would otherwise load and start the NIC's iPXE before booting.
+    push(&["-device", &format!("{nic},netdev=n0,romfile=")]);
     QemuCommand {
         program: qemu.as_os_str().to_os_string(),
         args: a.into_iter().map(OsString::from).collect(),
