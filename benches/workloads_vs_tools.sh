@@ -29,4 +29,16 @@ for tool in openssl ab bonnie++; do
 done
 echo "host: $(nproc) CPUs, $(grep MemTotal /proc/meminfo | tr -s ' '), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "niceness: ${BENCH_NICE:-0}"
+# BENCH_MEMORY_MIB=M: run everything in a cgroup (v2) whose memory, page cache included, is
+# limited to M MiB, and add a buffered disk comparison with a file of 2*M MiB, so that neither
+# bonnie++ nor the built-in disk workload reads from the page cache.
+if [ -n "${BENCH_MEMORY_MIB:-}" ]; then
+    cg=/sys/fs/cgroup/imgbuild-bench
+    mkdir -p "$cg"
+    echo "$((BENCH_MEMORY_MIB * 1024 * 1024))" > "$cg/memory.max"
+    echo 0 > "$cg/memory.swap.max" 2>/dev/null || true
+    echo $$ > "$cg/cgroup.procs"
+    echo "memory limit: $BENCH_MEMORY_MIB MiB (cgroup $cg)"
+    set -- "$@" --disk-buffered-mib "$((BENCH_MEMORY_MIB * 2))"
+fi
 exec nice -n "${BENCH_NICE:-0}" "$target/examples/workloads_vs_tools" --init "$target/imgbuild-init" --dir "${BENCH_DIR:-/var/tmp}" "$@"

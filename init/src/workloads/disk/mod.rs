@@ -91,9 +91,28 @@ fn parse(params: &serde_json::Value) -> Result<Params, String> {
     Ok(p)
 }
 
+/// The memory the page cache can use, MiB: MemTotal, or less when our cgroup (v2) has a
+/// memory limit (a container's, or a benchmark's), since the page cache is charged to it.
 fn ram_mib() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    crate::platform::mem_total_kib(&text).map(|k| k.div_ceil(1024))
+    let total = crate::platform::mem_total_kib(&text).map(|k| k.div_ceil(1024))?;
+    let limit = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|c| cgroup_v2_path(&c).map(str::to_owned))
+        .and_then(|path| {
+            let file = format!("/sys/fs/cgroup{}/memory.max", path.trim_end_matches('/'));
+            std::fs::read_to_string(file).ok()
+        })
+        .and_then(|max| max.trim().parse::<u64>().ok())
+        .map(|bytes| bytes >> 20);
+    Some(limit.map_or(total, |l| l.clamp(1, total)))
+}
+
+/// The cgroup v2 path in /proc/self/cgroup text (the `0::PATH` line).
+fn cgroup_v2_path(text: &str) -> Option<&str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .filter(|p| p.starts_with('/') && !p.contains(".."))
 }
 
 fn free_bytes(dir: &Path) -> Option<u64> {
@@ -291,5 +310,17 @@ mod tests {
         ] {
             assert!(Disk.check(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn cgroup_v2_path_is_read_from_the_unified_line() {
+        assert_eq!(
+            cgroup_v2_path("1:name=systemd:/x\n0::/imgbuild-bench\n"),
+            Some("/imgbuild-bench")
+        );
+        assert_eq!(cgroup_v2_path("0::/\n"), Some("/"));
+        assert_eq!(cgroup_v2_path("0::/../etc\n"), None);
+        assert_eq!(cgroup_v2_path("3:memory:/a\n"), None);
+        assert!(ram_mib().is_some_and(|m| m > 0));
     }
 }
