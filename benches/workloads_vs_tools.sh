@@ -29,14 +29,24 @@ for tool in openssl ab bonnie++; do
 done
 echo "host: $(nproc) CPUs, $(grep MemTotal /proc/meminfo | tr -s ' '), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "niceness: ${BENCH_NICE:-0}"
-# BENCH_MEMORY_MIB=M: run everything in a cgroup (v2) whose memory, page cache included, is
-# limited to M MiB, and add a buffered disk comparison with a file of 2*M MiB, so that neither
-# bonnie++ nor the built-in disk workload reads from the page cache.
+# BENCH_MEMORY_MIB=M: run everything in a cgroup whose memory, page cache included, is limited
+# to M MiB (cgroup v2 at /sys/fs/cgroup, else v1's memory controller), and add a buffered disk
+# comparison with a file of 2*M MiB, so that neither bonnie++ nor the built-in disk workload
+# reads from the page cache.
 if [ -n "${BENCH_MEMORY_MIB:-}" ]; then
-    cg=/sys/fs/cgroup/imgbuild-bench
-    mkdir -p "$cg"
-    echo "$((BENCH_MEMORY_MIB * 1024 * 1024))" > "$cg/memory.max"
-    echo 0 > "$cg/memory.swap.max" 2>/dev/null || true
+    bytes=$((BENCH_MEMORY_MIB * 1024 * 1024))
+    if [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]; then
+        cg=/sys/fs/cgroup/imgbuild-bench
+        mkdir -p "$cg"
+        echo "$bytes" > "$cg/memory.max"
+    elif [ -d /sys/fs/cgroup/memory ]; then
+        cg=/sys/fs/cgroup/memory/imgbuild-bench
+        mkdir -p "$cg"
+        echo "$bytes" > "$cg/memory.limit_in_bytes"
+    else
+        echo "BENCH_MEMORY_MIB: no cgroup memory controller here" >&2
+        exit 1
+    fi
     echo $$ > "$cg/cgroup.procs"
     echo "memory limit: $BENCH_MEMORY_MIB MiB (cgroup $cg)"
     set -- "$@" --disk-buffered-mib "$((BENCH_MEMORY_MIB * 2))"

@@ -91,28 +91,53 @@ fn parse(params: &serde_json::Value) -> Result<Params, String> {
     Ok(p)
 }
 
-/// The memory the page cache can use, MiB: MemTotal, or less when our cgroup (v2) has a
-/// memory limit (a container's, or a benchmark's), since the page cache is charged to it.
+/// The memory the page cache can use, MiB: MemTotal, or less when our cgroup has a memory
+/// limit (a container's, or a benchmark's), since the page cache is charged to it.
 fn ram_mib() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let total = crate::platform::mem_total_kib(&text).map(|k| k.div_ceil(1024))?;
     let limit = std::fs::read_to_string("/proc/self/cgroup")
         .ok()
-        .and_then(|c| cgroup_v2_path(&c).map(str::to_owned))
-        .and_then(|path| {
-            let file = format!("/sys/fs/cgroup{}/memory.max", path.trim_end_matches('/'));
-            std::fs::read_to_string(file).ok()
-        })
-        .and_then(|max| max.trim().parse::<u64>().ok())
+        .and_then(|c| cgroup_memory_limit(&c))
         .map(|bytes| bytes >> 20);
     Some(limit.map_or(total, |l| l.clamp(1, total)))
 }
 
-/// The cgroup v2 path in /proc/self/cgroup text (the `0::PATH` line).
-fn cgroup_v2_path(text: &str) -> Option<&str> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .filter(|p| p.starts_with('/') && !p.contains(".."))
+/// The memory limit, bytes, of the cgroup named in /proc/self/cgroup text: cgroup v1's memory
+/// controller (`N:memory:PATH`, `memory.limit_in_bytes`) or v2's unified hierarchy (`0::PATH`,
+/// `memory.max`), mounted where systemd and Docker mount them.
+fn cgroup_memory_limit(text: &str) -> Option<u64> {
+    let files = cgroup_limit_files(text);
+    files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .filter_map(|v| v.trim().parse::<u64>().ok())
+        .min()
+}
+
+/// Candidate limit files for /proc/self/cgroup text.
+fn cgroup_limit_files(text: &str) -> Vec<String> {
+    let safe = |p: &str| p.starts_with('/') && !p.contains("..");
+    let mut files = Vec::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if !safe(path) {
+            continue;
+        }
+        let path = path.trim_end_matches('/');
+        if controllers.is_empty() {
+            for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+                files.push(format!("{root}{path}/memory.max"));
+            }
+        } else if controllers.split(',').any(|c| c == "memory") {
+            files.push(format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"));
+        }
+    }
+    files
 }
 
 fn free_bytes(dir: &Path) -> Option<u64> {
@@ -313,14 +338,23 @@ mod tests {
     }
 
     #[test]
-    fn cgroup_v2_path_is_read_from_the_unified_line() {
+    fn cgroup_limit_files_for_both_hierarchies() {
         assert_eq!(
-            cgroup_v2_path("1:name=systemd:/x\n0::/imgbuild-bench\n"),
-            Some("/imgbuild-bench")
+            cgroup_limit_files("4:memory:/bench\n1:cpu:/\n0::/imgbuild-bench\n"),
+            [
+                "/sys/fs/cgroup/memory/bench/memory.limit_in_bytes",
+                "/sys/fs/cgroup/imgbuild-bench/memory.max",
+                "/sys/fs/cgroup/unified/imgbuild-bench/memory.max",
+            ]
         );
-        assert_eq!(cgroup_v2_path("0::/\n"), Some("/"));
-        assert_eq!(cgroup_v2_path("0::/../etc\n"), None);
-        assert_eq!(cgroup_v2_path("3:memory:/a\n"), None);
+        assert_eq!(
+            cgroup_limit_files("0::/\n"),
+            [
+                "/sys/fs/cgroup/memory.max",
+                "/sys/fs/cgroup/unified/memory.max"
+            ]
+        );
+        assert!(cgroup_limit_files("0::/../etc\n4:memory:x\n").is_empty());
         assert!(ram_mib().is_some_and(|m| m > 0));
     }
 }
