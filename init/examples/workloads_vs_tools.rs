@@ -309,8 +309,10 @@ fn bonnie_block(dir: &Path, mib: u64, direct: bool) -> Result<[Option<f64>; 3]> 
         "-u",
         "root",
     ]);
+    // The file is twice the memory bonnie++ must assume (the RAM, or a cgroup's limit).
+    c.args(["-r", &(mib / 2).to_string()]);
     if direct {
-        c.args(["-D", "-r", &(mib / 2).to_string()]);
+        c.arg("-D");
     }
     let csv = bonnie::parse_csv(&run_out(&mut c)?).map_err(anyhow::Error::msg)?;
     let mut out = [None; 3];
