@@ -71,6 +71,33 @@ pub struct Sample {
     pub value: f64,
 }
 
+impl Sample {
+    /// A value of `metric` in `unit`, without parameters.
+    pub fn new(
+        metric: impl Into<String>,
+        unit: &str,
+        higher_is_better: bool,
+        value: f64,
+    ) -> Sample {
+        Sample {
+            metric: metric.into(),
+            unit: unit.into(),
+            parameters: BTreeMap::new(),
+            higher_is_better,
+            value,
+        }
+    }
+
+    /// The same sample with these parameters.
+    pub fn with_parameters(mut self, params: &[(&str, serde_json::Value)]) -> Sample {
+        self.parameters = params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        self
+    }
+}
+
 /// What one repetition produced.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Repetition {

@@ -153,16 +153,6 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
-fn sample(metric: &str, unit: &str, higher: bool, value: f64) -> Sample {
-    Sample {
-        metric: metric.into(),
-        unit: unit.into(),
-        parameters: BTreeMap::new(),
-        higher_is_better: higher,
-        value,
-    }
-}
-
 impl Workload for Disk {
     fn name(&self) -> &'static str {
         "disk"
@@ -240,14 +230,14 @@ impl Workload for Disk {
             let (w, rw, rd) = r?;
             for (name, ph) in [("block_write", w), ("rewrite", rw), ("block_read", rd)] {
                 note_fast(name, ph.seconds);
-                samples.push(sample(
-                    &format!("{name}_kib_per_s"),
+                samples.push(Sample::new(
+                    format!("{name}_kib_per_s"),
                     "KiB/s",
                     true,
                     ph.kib_per_s(),
                 ));
-                samples.push(sample(
-                    &format!("{name}_max_latency_ms"),
+                samples.push(Sample::new(
+                    format!("{name}_max_latency_ms"),
                     "ms",
                     false,
                     ph.max_latency_s * 1000.0,
@@ -273,9 +263,14 @@ impl Workload for Disk {
                 ("random_delete", r.random_delete),
             ] {
                 note_fast(name, ph.seconds);
-                samples.push(sample(&format!("{name}_per_s"), "ops/s", true, ph.per_s()));
-                samples.push(sample(
-                    &format!("{name}_max_latency_ms"),
+                samples.push(Sample::new(
+                    format!("{name}_per_s"),
+                    "ops/s",
+                    true,
+                    ph.per_s(),
+                ));
+                samples.push(Sample::new(
+                    format!("{name}_max_latency_ms"),
                     "ms",
                     false,
                     ph.max_latency_s * 1000.0,

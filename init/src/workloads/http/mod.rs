@@ -108,16 +108,7 @@ fn sample(
     value: f64,
     params: &[(&str, serde_json::Value)],
 ) -> Sample {
-    Sample {
-        metric,
-        unit: unit.into(),
-        parameters: params
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone()))
-            .collect(),
-        higher_is_better: higher,
-        value,
-    }
+    Sample::new(metric, unit, higher, value).with_parameters(params)
 }
 
 impl Workload for Http {

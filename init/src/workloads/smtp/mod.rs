@@ -95,16 +95,6 @@ fn parse(params: &serde_json::Value) -> Result<Params, String> {
     Ok(p)
 }
 
-fn sample(metric: &str, unit: &str, higher: bool, value: f64) -> Sample {
-    Sample {
-        metric: metric.into(),
-        unit: unit.into(),
-        parameters: BTreeMap::new(),
-        higher_is_better: higher,
-        value,
-    }
-}
-
 impl Workload for Smtp {
     fn name(&self) -> &'static str {
         "smtp"
@@ -137,10 +127,10 @@ impl Workload for Smtp {
             let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
             return Ok(Repetition {
                 samples: vec![
-                    sample("accepted_messages", "messages", true, get(&c.messages)),
-                    sample("accepted_kib", "KiB", true, get(&c.bytes) / 1024.0),
-                    sample("connections", "connections", true, get(&c.connections)),
-                    sample("protocol_errors", "replies", false, get(&c.errors)),
+                    Sample::new("accepted_messages", "messages", true, get(&c.messages)),
+                    Sample::new("accepted_kib", "KiB", true, get(&c.bytes) / 1024.0),
+                    Sample::new("connections", "connections", true, get(&c.connections)),
+                    Sample::new("protocol_errors", "replies", false, get(&c.errors)),
                 ],
                 tool: None,
                 info,
@@ -178,15 +168,15 @@ impl Workload for Smtp {
         info.insert("seconds".into(), d.seconds.into());
         Ok(Repetition {
             samples: vec![
-                sample("messages_per_minute", "messages/min", true, d.per_minute()),
-                sample(
+                Sample::new("messages_per_minute", "messages/min", true, d.per_minute()),
+                Sample::new(
                     "kib_per_minute",
                     "KiB/min",
                     true,
                     d.bytes as f64 / 1024.0 * 60.0 / d.seconds,
                 ),
-                sample("messages", "messages", true, d.messages as f64),
-                sample("errors", "errors", false, d.errors as f64),
+                Sample::new("messages", "messages", true, d.messages as f64),
+                Sample::new("errors", "errors", false, d.errors as f64),
             ],
             tool: None,
             info,

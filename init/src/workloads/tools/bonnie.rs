@@ -207,8 +207,8 @@ impl Workload for Bonnie {
         for (name, rate, lat) in COLUMNS {
             let unit = if rate < 20 { "KiB/s" } else { "ops/s" };
             match &csv.fields[rate] {
-                Field::Number(v) => samples.push(sample(
-                    &format!("{name}_{}", if rate < 20 { "kib_per_s" } else { "per_s" }),
+                Field::Number(v) => samples.push(Sample::new(
+                    format!("{name}_{}", if rate < 20 { "kib_per_s" } else { "per_s" }),
                     unit,
                     true,
                     *v,
@@ -217,8 +217,8 @@ impl Workload for Bonnie {
                 _ => not_run.push(name),
             }
             if let Field::Latency(s) = csv.fields[lat] {
-                samples.push(sample(
-                    &format!("{name}_max_latency_ms"),
+                samples.push(Sample::new(
+                    format!("{name}_max_latency_ms"),
                     "ms",
                     false,
                     s * 1000.0,
@@ -239,16 +239,6 @@ impl Workload for Bonnie {
             }),
             info,
         })
-    }
-}
-
-fn sample(metric: &str, unit: &str, higher: bool, value: f64) -> Sample {
-    Sample {
-        metric: metric.into(),
-        unit: unit.into(),
-        parameters: BTreeMap::new(),
-        higher_is_better: higher,
-        value,
     }
 }
 

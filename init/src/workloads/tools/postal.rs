@@ -174,13 +174,13 @@ impl Workload for Postal {
             .map(|t| t.lines().count() as u64)
             .ok();
         let mut samples = vec![
-            sample(
+            Sample::new(
                 "sink_messages_per_minute",
                 "messages/min",
                 true,
                 accepted as f64 * 60.0 / elapsed,
             ),
-            sample(
+            Sample::new(
                 "errors",
                 "errors",
                 false,
@@ -188,7 +188,7 @@ impl Workload for Postal {
             ),
         ];
         if let Some(rate) = whole_minute_rate(&minutes) {
-            samples.push(sample(
+            samples.push(Sample::new(
                 "postal_messages_per_minute",
                 "messages/min",
                 true,
@@ -217,16 +217,6 @@ impl Workload for Postal {
             }),
             info,
         })
-    }
-}
-
-fn sample(metric: &str, unit: &str, higher: bool, value: f64) -> Sample {
-    Sample {
-        metric: metric.into(),
-        unit: unit.into(),
-        parameters: BTreeMap::new(),
-        higher_is_better: higher,
-        value,
     }
 }
 

@@ -377,16 +377,7 @@ struct ModeResult {
 }
 
 fn sample(metric: String, unit: &str, value: f64, params: &[(&str, serde_json::Value)]) -> Sample {
-    Sample {
-        metric,
-        unit: unit.into(),
-        parameters: params
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone()))
-            .collect(),
-        higher_is_better: true,
-        value,
-    }
+    Sample::new(metric, unit, true, value).with_parameters(params)
 }
 
 fn run_mode(
