@@ -259,34 +259,15 @@ fn locate_musl_from(
     env: Option<OsString>,
     exe: Option<PathBuf>,
 ) -> Result<PathBuf, ElfCheckError> {
-    let named = explicit
-        .map(Path::to_path_buf)
-        .or_else(|| env.filter(|v| !v.is_empty()).map(PathBuf::from));
-    if let Some(path) = named {
-        return if path.is_file() {
-            Ok(path)
-        } else {
-            Err(ElfCheckError::NotFound {
-                tried: vec![path],
-                build: MUSL_BUILD,
-            })
-        };
-    }
-    let mut tried = Vec::new();
+    let mut candidates = Vec::new();
     if let Some(dir) = exe.as_deref().and_then(Path::parent) {
-        tried.push(dir.join(MUSL_INIT_NAME));
+        candidates.push(dir.join(MUSL_INIT_NAME));
         // `<target>/<triple>/<profile>[/deps]`: the target directory is two or three up.
         for target_dir in dir.ancestors().skip(2).take(2) {
-            tried.push(target_dir.join(MUSL_TRIPLE).join("release").join(INIT_NAME));
+            candidates.push(target_dir.join(MUSL_TRIPLE).join("release").join(INIT_NAME));
         }
     }
-    match tried.iter().find(|p| p.is_file()) {
-        Some(found) => Ok(found.clone()),
-        None => Err(ElfCheckError::NotFound {
-            tried,
-            build: MUSL_BUILD,
-        }),
-    }
+    first_found(named(explicit, env), candidates, MUSL_BUILD)
 }
 
 /// `NT_GNU_ABI_TAG`: the note glibc's startup files put in every binary.
@@ -354,33 +335,37 @@ fn locate_from(
     env: Option<OsString>,
     exe: Option<PathBuf>,
 ) -> Result<PathBuf, ElfCheckError> {
-    // A path the user named must exist: silently falling back to another binary would hide a typo.
-    let named = explicit
-        .map(Path::to_path_buf)
-        .or_else(|| env.filter(|v| !v.is_empty()).map(PathBuf::from));
-    if let Some(path) = named {
-        return if path.is_file() {
-            Ok(path)
-        } else {
-            Err(ElfCheckError::NotFound {
-                tried: vec![path],
-                build: GNU_BUILD,
-            })
-        };
-    }
-    let mut tried = Vec::new();
+    let mut candidates = Vec::new();
     if let Some(dir) = exe.as_deref().and_then(Path::parent) {
-        tried.push(dir.join(INIT_NAME));
+        candidates.push(dir.join(INIT_NAME));
         if let Some(up) = dir.parent() {
-            tried.push(up.join(INIT_NAME));
+            candidates.push(up.join(INIT_NAME));
         }
     }
+    first_found(named(explicit, env), candidates, GNU_BUILD)
+}
+
+/// The path the user named: the option first, then a non-empty environment variable.
+fn named(explicit: Option<&Path>, env: Option<OsString>) -> Option<PathBuf> {
+    explicit
+        .map(Path::to_path_buf)
+        .or_else(|| env.filter(|v| !v.is_empty()).map(PathBuf::from))
+}
+
+/// The named path, which must exist (silently falling back to another binary would hide a
+/// typo), else the first of `candidates` that exists; `build` says how to make one.
+fn first_found(
+    named: Option<PathBuf>,
+    candidates: Vec<PathBuf>,
+    build: &'static str,
+) -> Result<PathBuf, ElfCheckError> {
+    let tried = match named {
+        Some(path) => vec![path],
+        None => candidates,
+    };
     match tried.iter().find(|p| p.is_file()) {
         Some(found) => Ok(found.clone()),
-        None => Err(ElfCheckError::NotFound {
-            tried,
-            build: GNU_BUILD,
-        }),
+        None => Err(ElfCheckError::NotFound { tried, build }),
     }
 }
 
