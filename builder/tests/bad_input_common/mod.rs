@@ -16,6 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+#[path = "../shell/mod.rs"]
+mod shell;
+pub use shell::{q, sh_strict as sh};
+
 use sha2::{Digest, Sha256};
 
 /// The CLI under test.
@@ -46,23 +50,6 @@ pub fn init_binary() -> PathBuf {
              (or set IMGBUILD_INIT). Looked at: {tried:?}"
         ),
     }
-}
-
-/// Runs a shell script; panics with its output when it fails.
-pub fn sh(script: &str) -> String {
-    let out = Command::new("sh").arg("-ec").arg(script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{script}\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A path quoted for `sh`.
-pub fn q(p: &Path) -> String {
-    format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
 }
 
 /// State of one entry of a directory tree, enough to see any write, rename or new file.

@@ -8,6 +8,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "../shell/mod.rs"]
+mod shell;
+pub use shell::{q, sh};
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -19,23 +23,6 @@ pub fn repo() -> PathBuf {
 /// `images/NAME` of the repository.
 pub fn image(name: &str) -> PathBuf {
     repo().join("images").join(name)
-}
-
-/// Runs a shell command line, panicking with its output when it fails; returns stdout.
-pub fn sh(script: &str) -> String {
-    let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "`{script}` failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Shell-quotes a path.
-pub fn q(p: &Path) -> String {
-    format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
 }
 
 /// Whether a program is on PATH.

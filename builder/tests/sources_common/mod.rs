@@ -5,8 +5,11 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
+
+#[path = "../shell/mod.rs"]
+mod shell;
+pub use shell::{q, sh};
 
 use imgbuild::tree::{hash_contents, tree_digest, Content, FileData, Inode, Kind, Meta, Tree};
 use imgbuild_init::digest::{digest_directory, RootfsDigest};
@@ -31,23 +34,6 @@ pub fn fixtures() -> Vec<PathBuf> {
     v.sort();
     assert!(v.len() >= 7, "fixtures missing: {v:?}");
     v
-}
-
-/// Runs a shell command line, panicking with its output when it fails.
-pub fn sh(script: &str) -> String {
-    let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "`{script}` failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Shell-quotes a path.
-pub fn q(p: &Path) -> String {
-    format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
 }
 
 /// True when running as root (device nodes, ownership); the container runs tests as root.
