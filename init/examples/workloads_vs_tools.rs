@@ -245,20 +245,7 @@ fn unixbench(o: &Opts) -> Result<()> {
             "fstime_settle_s": o.ub_settle_s * 3.0, "pin": true}}]}),
     )?;
     let w = &ws[0];
-    for key in [
-        "dhry2reg",
-        "whetstone-double",
-        "execl",
-        "fstime",
-        "fsbuffer",
-        "fsdisk",
-        "pipe",
-        "context1",
-        "spawn",
-        "shell1",
-        "shell8",
-        "syscall",
-    ] {
+    for key in imgbuild_init::workloads::unixbench::Test::ALL.map(|t| t.key()) {
         let score = metric(w, &format!("single/{key}"))?;
         let idx = metric(w, &format!("single/{key}/index"))?;
         let target = match key {
