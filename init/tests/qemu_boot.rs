@@ -244,7 +244,7 @@ fn boot(guest: &Guest, extra: &str) -> String {
     .args(if kvm {
         ["-accel", "kvm", "-cpu", "host"]
     } else {
-        ["-accel", "tcg", "-cpu", "max"]
+        ["-accel", "tcg", "-cpu", "Westmere"]
     })
     .arg("-kernel")
     .arg(&guest.kernel)

@@ -12,6 +12,7 @@ pub mod files;
 pub mod initramfs;
 pub mod modinfo;
 pub mod modules;
+pub mod pvh;
 
 use std::cmp::Ordering;
 use std::fs;

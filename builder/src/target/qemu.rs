@@ -79,7 +79,7 @@ impl Packager for Qemu {
         let line = command(Path::new("qemu-system-x86_64"), &guest).to_string();
         let script = format!(
             "#!/bin/sh\n# Boots the {name} image under QEMU (software emulation; on a host where KVM\n\
-             # works, replace `-accel tcg` with `-accel kvm` and `-cpu max` with `-cpu host`).\n\
+             # works, replace `-accel tcg` with `-accel kvm` and `-cpu Westmere` with `-cpu host`).\n\
              # The disk also boots on its own through GRUB: drop -kernel, -initrd and -append.\n\
              cd \"$(dirname \"$0\")\" || exit 1\nexec {line}\n"
         );
