@@ -109,6 +109,7 @@ fn results_disk_survives_qemu_killed_mid_run() {
         ],
         serial_log: console.clone(),
         forward_http: None,
+        firmware: None,
     };
     let cmd = command(&qemu, &guest);
     let mut argv = cmd.argv();

@@ -120,6 +120,7 @@ fn sl5_ext3_image_boots_from_disk_with_an_rpm_kernel() {
         ],
         serial_log: serial.clone(),
         forward_http: None,
+        firmware: None,
     };
     let cmd = qemu::command(&qemu_bin, &guest);
     eprintln!("{cmd}");

@@ -75,6 +75,9 @@ impl Packager for Qemu {
             ],
             serial_log: format!("{name}-console.log").into(),
             forward_http: None,
+            // The script runs on other hosts: QEMU's default firmware, which every
+            // installation has.
+            firmware: None,
         };
         let line = command(Path::new("qemu-system-x86_64"), &guest).to_string();
         let script = format!(

@@ -18,8 +18,8 @@ pub use vmware::Vmware;
 pub use xen::{xen_refusal, XenImage, XenPrint};
 
 use super::qemu::{
-    choose_accel, choose_accel_explained, command, qemu_binary, Accel, Boot, CacheMode, DeviceSet,
-    Drive, Guest,
+    choose_accel, choose_accel_explained, command, qboot, qemu_binary, Accel, Boot, CacheMode,
+    DeviceSet, Drive, Guest,
 };
 use super::scratch::{check_direct_io, copy_disk, sparse_copy};
 use super::watch::{ResultsKind, Watch};
@@ -163,6 +163,7 @@ fn guest(
         ],
         serial_log: serial.to_path_buf(),
         forward_http: settings.forward_http,
+        firmware: None,
     }
 }
 
@@ -202,7 +203,7 @@ impl<P: QemuPackage> Engine for OnQemu<P> {
             .dir
             .join("results")
             .join(format!("{}-console.log", self.kind()));
-        let g = guest(
+        let mut g = guest(
             &plan,
             settings,
             accel,
@@ -210,6 +211,7 @@ impl<P: QemuPackage> Engine for OnQemu<P> {
             &plan.results.path,
             &serial,
         );
+        g.firmware = direct_boot_firmware(&qemu, &plan.boot);
         Ok(command(&qemu, &g).to_string())
     }
 
@@ -250,7 +252,8 @@ impl<P: QemuPackage> Engine for OnQemu<P> {
             ));
             let mut plan = plan.clone();
             notes.push(boot_pvh_entry(&mut plan.boot, &paths.work));
-            let g = guest(&plan, cx.settings, accel, &root, &results, &paths.console);
+            let mut g = guest(&plan, cx.settings, accel, &root, &results, &paths.console);
+            g.firmware = direct_boot_firmware(&qemu, &plan.boot);
             let cmd = command(&qemu, &g);
             let kind = if plan.results.format == "vmdk" {
                 ResultsKind::Vmdk
@@ -283,6 +286,14 @@ impl<P: QemuPackage> Engine for OnQemu<P> {
         })();
         let _ = std::fs::remove_dir_all(&paths.work);
         result
+    }
+}
+
+/// qboot for a kernel QEMU loads itself, where installed; a disk boots through SeaBIOS.
+fn direct_boot_firmware(qemu: &Path, boot: &Boot) -> Option<PathBuf> {
+    match boot {
+        Boot::Kernel { .. } => qboot(qemu),
+        Boot::Disk => None,
     }
 }
 
