@@ -49,7 +49,8 @@ pub struct ModuleEntry {
 /// Compression of the cpio archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub enum Compression {
-    /// gzip, level 9: every kernel can unpack it.
+    /// gzip, level 6: every kernel can unpack it. Level 9 takes 3.5 times as long (a third of
+    /// a second of every build) for an image 3 % smaller.
     #[default]
     Gzip,
     /// xz with CRC32 checks (the kernel's decoder has no CRC64 before 6.x); needs CONFIG_RD_XZ.
@@ -249,7 +250,7 @@ pub fn build_initramfs_with(
         Compression::Gzip => {
             let gz = flate2::GzBuilder::new()
                 .mtime(0)
-                .write(&mut counter, flate2::Compression::best());
+                .write(&mut counter, flate2::Compression::default());
             let (gz, size) = write_cpio(gz, &members, options.mtime)?;
             gz.finish().map_err(KernelError::Write)?;
             size
