@@ -16,6 +16,42 @@ use qemu_tests::{
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 
+/// A direct kernel boot goes through the kernel's PVH entry exactly when the package's kernel
+/// has one (Debian's do), and qboot replaces SeaBIOS where QEMU ships it.
+fn assert_kernel_entry(r: &imgbuild::run::record::RunRecord, package: &std::path::Path) {
+    let kernel = std::fs::read_dir(package)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("vmlinuz-")
+        })
+        .unwrap();
+    let pvh = imgbuild::kernel::pvh::vmlinux(&std::fs::read(&kernel).unwrap());
+    let note = r.notes.iter().find(|n| n.starts_with("kernel: ")).unwrap();
+    match pvh {
+        Ok(_) => {
+            assert!(note.contains("PVH entry"), "{note}");
+            assert!(r.command.contains("/vmlinux "), "{}", r.command);
+        }
+        Err(why) => {
+            assert!(note.contains(&why.to_string()), "{note}");
+            assert!(r.command.contains("/vmlinuz-"), "{}", r.command);
+        }
+    }
+    let qboot = std::path::Path::new("/usr/share/qemu/qboot.rom");
+    if r.command.starts_with("/usr/bin/") && qboot.is_file() {
+        assert!(
+            r.command.contains("-bios /usr/share/qemu/qboot.rom"),
+            "{}",
+            r.command
+        );
+    }
+}
+
 fn vm_test(name: &str, engine: EngineKind) {
     if let Err(why) = vm_prerequisites() {
         return skip(name, &why);
@@ -32,6 +68,11 @@ fn vm_test(name: &str, engine: EngineKind) {
         r.wall_s
     );
     assert_smoke_run(&r, &build.manifest, Mode::Root, &assert_qemu_platform(&r));
+    match engine {
+        EngineKind::Qemu => assert_kernel_entry(&r, &build.out.join("qemu")),
+        EngineKind::XenImage => assert_kernel_entry(&r, &build.out.join("xen")),
+        _ => assert!(!r.command.contains("-bios"), "{}", r.command),
+    }
     // The build's own disks are untouched: verify still agrees with the manifest.
     let report = imgbuild::verify::verify(&build.out).unwrap();
     assert!(

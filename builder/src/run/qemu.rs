@@ -466,6 +466,34 @@ mod tests {
         assert!(text.contains("virtio-blk-pci,drive=d0"), "{text}");
         assert!(text.contains("cache=none"), "{text}");
         assert!(text.contains("-machine q35,hpet=off"), "{text}");
+        assert!(text.contains("-cpu Westmere"), "{text}");
+        assert!(!text.contains("-bios"), "{text}");
+    }
+
+    #[test]
+    fn qboot_is_found_beside_the_qemu_installation_and_passed_as_bios() {
+        let prefix = tempfile::tempdir().unwrap();
+        let bin = prefix.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let qemu = bin.join("qemu-system-x86_64");
+        std::fs::write(&qemu, b"").unwrap();
+        assert_eq!(qboot(&qemu), None);
+        let share = prefix.path().join("share/qemu");
+        std::fs::create_dir_all(&share).unwrap();
+        std::fs::write(share.join("qboot.rom"), b"rom").unwrap();
+        let rom = qboot(&qemu).unwrap();
+        assert!(rom.ends_with("share/qemu/qboot.rom"), "{}", rom.display());
+        let mut g = guest(
+            DeviceSet::Virtio,
+            Boot::Kernel {
+                kernel: "/o/vmlinux".into(),
+                initrd: "/o/initrd".into(),
+                cmdline: "root=UUID=x".into(),
+            },
+        );
+        g.firmware = Some(rom.clone());
+        let text = command(Path::new("qemu-system-x86_64"), &g).to_string();
+        assert!(text.contains(&format!("-bios {}", rom.display())), "{text}");
     }
 
     #[test]

@@ -137,6 +137,7 @@ fn qemu_program() -> Result<PathBuf, RunError> {
 }
 
 fn guest(
+    qemu: &Path,
     plan: &QemuPlan,
     settings: &Settings,
     accel: Accel,
@@ -163,7 +164,7 @@ fn guest(
         ],
         serial_log: serial.to_path_buf(),
         forward_http: settings.forward_http,
-        firmware: None,
+        firmware: direct_boot_firmware(qemu, &plan.boot),
     }
 }
 
@@ -203,7 +204,8 @@ impl<P: QemuPackage> Engine for OnQemu<P> {
             .dir
             .join("results")
             .join(format!("{}-console.log", self.kind()));
-        let mut g = guest(
+        let g = guest(
+            &qemu,
             &plan,
             settings,
             accel,
@@ -211,7 +213,6 @@ impl<P: QemuPackage> Engine for OnQemu<P> {
             &plan.results.path,
             &serial,
         );
-        g.firmware = direct_boot_firmware(&qemu, &plan.boot);
         Ok(command(&qemu, &g).to_string())
     }
 
@@ -252,8 +253,15 @@ impl<P: QemuPackage> Engine for OnQemu<P> {
             ));
             let mut plan = plan.clone();
             notes.push(boot_pvh_entry(&mut plan.boot, &paths.work));
-            let mut g = guest(&plan, cx.settings, accel, &root, &results, &paths.console);
-            g.firmware = direct_boot_firmware(&qemu, &plan.boot);
+            let g = guest(
+                &qemu,
+                &plan,
+                cx.settings,
+                accel,
+                &root,
+                &results,
+                &paths.console,
+            );
             let cmd = command(&qemu, &g);
             let kind = if plan.results.format == "vmdk" {
                 ResultsKind::Vmdk
