@@ -257,6 +257,18 @@ mod tests {
         }
     }
 
+    /// The PVH fuzz target's seeds: an ELF made by gcc and ld, compressed by the real `lz4 -l`
+    /// and `gzip` (fuzz/make-seeds).
+    #[test]
+    fn seeds_compressed_by_the_real_tools_unpack() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/pvh");
+        for seed in ["seed-lz4.bzimage", "seed-gzip.bzimage"] {
+            let image = std::fs::read(dir.join(seed)).unwrap();
+            let elf = vmlinux(&image).unwrap_or_else(|e| panic!("{seed}: {e}"));
+            assert_eq!(&elf[..4], b"\x7fELF", "{seed}");
+        }
+    }
+
     /// The host's own kernel, when it is a bzImage: Debian's cloud kernels are LZ4 and PVH.
     #[test]
     fn the_host_kernel_unpacks_to_its_pvh_vmlinux() {
