@@ -17,7 +17,7 @@ use crate::sources::compression::{decompress_as, Format};
 
 /// Largest `vmlinux` accepted: the decompressed-length trailer is read from the (untrusted)
 /// kernel file, and a distribution kernel's ELF is well under 200 MiB.
-const MAX_VMLINUX: usize = 512 << 20;
+const MAX_VMLINUX: usize = 256 << 20;
 
 /// The Xen ELF note naming the 32-bit PVH entry point.
 const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;

@@ -24,6 +24,11 @@ pub const DEFAULT_MAX_EXPANDED: u64 = 64 << 30;
 /// Granularity at which the spool skips zeros; holes of a filesystem are at least this fine.
 const SPARSE_BLOCK: usize = 4096;
 
+/// Memory an xz or lzma decoder may take. Their headers name the dictionary size, up to 4 GiB
+/// in a legacy `.lzma` header, and the decoder allocates it up front: without a bound, a few
+/// hostile bytes ask for gigabytes (found by fuzzing). `xz -9` needs 65 MiB to decode.
+const DECODER_MEMORY: u64 = 256 << 20;
+
 /// Read size while spooling.
 const CHUNK: usize = 1 << 20;
 
@@ -177,10 +182,15 @@ pub fn decoder<'a, R: Read + 'a>(format: Format, input: R) -> io::Result<Box<dyn
     Ok(match format {
         Format::None => Box::new(input),
         Format::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
-        Format::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(input)),
+        Format::Xz => {
+            let stream =
+                xz2::stream::Stream::new_stream_decoder(DECODER_MEMORY, xz2::stream::CONCATENATED)
+                    .map_err(io::Error::other)?;
+            Box::new(xz2::read::XzDecoder::new_stream(input, stream))
+        }
         Format::Lzma => {
             let stream =
-                xz2::stream::Stream::new_lzma_decoder(u64::MAX).map_err(io::Error::other)?;
+                xz2::stream::Stream::new_lzma_decoder(DECODER_MEMORY).map_err(io::Error::other)?;
             Box::new(xz2::read::XzDecoder::new_stream(input, stream))
         }
         Format::Zstd => Box::new(zstd::stream::read::Decoder::new(input)?),
@@ -397,6 +407,17 @@ mod tests {
                 e.finish().unwrap()
             }
         }
+    }
+
+    #[test]
+    fn a_dictionary_larger_than_the_decoder_bound_is_refused_not_allocated() {
+        // A legacy .lzma header asking for a 3.75 GiB dictionary, size unknown, then garbage.
+        let mut data = vec![0x5d, 0x00, 0x00, 0x00, 0xf0];
+        data.extend_from_slice(&[0xff; 8]);
+        data.extend_from_slice(&[0x00, 0x21, 0x10, 0x40]);
+        let err = decompress_as(&data, Format::Lzma, "hostile.lzma", 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("hostile.lzma"), "{err}");
+        assert!(err.to_string().to_lowercase().contains("memory"), "{err}");
     }
 
     const ALL: [Format; 6] = [
