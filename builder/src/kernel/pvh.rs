@@ -22,6 +22,9 @@ const MAX_VMLINUX: usize = 256 << 20;
 /// The Xen ELF note naming the 32-bit PVH entry point.
 const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
 
+/// ELF notes read at most while looking for the PVH entry.
+const MAX_NOTES: usize = 4096;
+
 /// Magic of the LZ4 "legacy" frame format the kernel's build writes (`lz4 -l`).
 const LZ4_LEGACY_MAGIC: [u8; 4] = [0x02, 0x21, 0x4c, 0x18];
 
@@ -162,16 +165,22 @@ fn check_pvh_elf(elf: &[u8]) -> Result<(), NoPvhEntry> {
             parsed.header.e_machine, parsed.header.e_type
         )));
     }
-    let has_entry = parsed
+    // A damaged note ends the search: goblin's iterator yields the same error again without
+    // advancing (a fuzzed kernel made the search loop forever). The bound is for the same
+    // reason; a kernel has a dozen notes.
+    for note in parsed
         .iter_note_headers(elf)
         .into_iter()
         .flatten()
-        .any(|note| note.is_ok_and(|n| n.name == "Xen" && n.n_type == XEN_ELFNOTE_PHYS32_ENTRY));
-    if has_entry {
-        Ok(())
-    } else {
-        Err(NoPvhEntry::NoEntryNote)
+        .take(MAX_NOTES)
+    {
+        match note {
+            Ok(n) if n.name == "Xen" && n.n_type == XEN_ELFNOTE_PHYS32_ENTRY => return Ok(()),
+            Ok(_) => {}
+            Err(_) => break,
+        }
     }
+    Err(NoPvhEntry::NoEntryNote)
 }
 
 #[cfg(test)]
@@ -266,6 +275,17 @@ mod tests {
             let image = std::fs::read(dir.join(seed)).unwrap();
             let elf = vmlinux(&image).unwrap_or_else(|e| panic!("{seed}: {e}"));
             assert_eq!(&elf[..4], b"\x7fELF", "{seed}");
+        }
+    }
+
+    /// Inputs the fuzzer found (fuzz/corpus/pvh/regression-*): each is refused with an error,
+    /// promptly. One hung in the ELF note search, one made liblzma allocate gigabytes.
+    #[test]
+    fn fuzzer_regressions_end_in_errors() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/pvh");
+        for name in ["regression-note-loop", "regression-lzma-dictionary"] {
+            let image = std::fs::read(dir.join(name)).unwrap();
+            assert!(vmlinux(&image).is_err(), "{name}");
         }
     }
 
