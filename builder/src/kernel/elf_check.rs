@@ -270,6 +270,23 @@ fn locate_musl_from(
     first_found(named(explicit, env), candidates, MUSL_BUILD)
 }
 
+/// ELF notes read at most from one file; a program or a kernel has a dozen.
+const MAX_NOTES: usize = 4096;
+
+/// The notes of the ELF file `bytes` (parsed as `elf`) from its PT_NOTE segments, up to the
+/// first damaged one: goblin's iterator yields a damaged note's error again and again without
+/// advancing, so reading past an error loops forever (a fuzzed kernel did).
+pub fn notes<'a>(
+    elf: &Elf<'a>,
+    bytes: &'a [u8],
+) -> impl Iterator<Item = goblin::elf::note::Note<'a>> + 'a {
+    elf.iter_note_headers(bytes)
+        .into_iter()
+        .flatten()
+        .map_while(Result::ok)
+        .take(MAX_NOTES)
+}
+
 /// `NT_GNU_ABI_TAG`: the note glibc's startup files put in every binary.
 const NT_GNU_ABI_TAG: u32 = 1;
 
@@ -278,7 +295,7 @@ const NT_GNU_ABI_TAG: u32 = 1;
 /// enforces. `None` when there is no such note (musl, most non-glibc binaries).
 pub fn min_kernel(bytes: &[u8]) -> Option<[u32; 3]> {
     let elf = Elf::parse(bytes).ok()?;
-    for note in elf.iter_note_headers(bytes)?.flatten() {
+    for note in notes(&elf, bytes) {
         if note.n_type == NT_GNU_ABI_TAG && note.name == "GNU" && note.desc.len() >= 16 {
             let word = |i: usize| {
                 let mut w = [0u8; 4];
@@ -385,6 +402,40 @@ mod tests {
         h[20] = 1;
         h[52..54].copy_from_slice(&64u16.to_le_bytes());
         h
+    }
+
+    /// An x86-64 executable whose only segment is a PT_NOTE holding one note named `name`.
+    fn with_note(name: &[u8; 4], n_type: u32) -> Vec<u8> {
+        let mut elf = header(2, ET_EXEC, EM_X86_64);
+        elf[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+        elf[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+        elf[56..58].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+        let mut phdr = vec![0u8; 56];
+        phdr[..4].copy_from_slice(&4u32.to_le_bytes()); // PT_NOTE
+        phdr[8..16].copy_from_slice(&120u64.to_le_bytes());
+        phdr[32..40].copy_from_slice(&20u64.to_le_bytes());
+        phdr[40..48].copy_from_slice(&20u64.to_le_bytes());
+        phdr[48..56].copy_from_slice(&4u64.to_le_bytes());
+        elf.extend_from_slice(&phdr);
+        for word in [4u32, 4, n_type] {
+            elf.extend_from_slice(&word.to_le_bytes());
+        }
+        elf.extend_from_slice(name);
+        elf.extend_from_slice(&[0; 4]);
+        elf
+    }
+
+    #[test]
+    fn a_damaged_note_ends_the_note_search() {
+        let good = with_note(b"Xen\0", 18);
+        let elf = Elf::parse(&good).unwrap();
+        let found: Vec<_> = notes(&elf, &good).map(|n| (n.name, n.n_type)).collect();
+        assert_eq!(found, [("Xen", 18)]);
+        // A name that is not UTF-8: goblin fails on it without advancing.
+        let bad = with_note(b"\xa4en\0", NT_GNU_ABI_TAG);
+        let elf = Elf::parse(&bad).unwrap();
+        assert_eq!(notes(&elf, &bad).count(), 0);
+        assert_eq!(min_kernel(&bad), None);
     }
 
     #[test]

@@ -22,9 +22,6 @@ const MAX_VMLINUX: usize = 256 << 20;
 /// The Xen ELF note naming the 32-bit PVH entry point.
 const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
 
-/// ELF notes read at most while looking for the PVH entry.
-const MAX_NOTES: usize = 4096;
-
 /// Magic of the LZ4 "legacy" frame format the kernel's build writes (`lz4 -l`).
 const LZ4_LEGACY_MAGIC: [u8; 4] = [0x02, 0x21, 0x4c, 0x18];
 
@@ -165,22 +162,10 @@ fn check_pvh_elf(elf: &[u8]) -> Result<(), NoPvhEntry> {
             parsed.header.e_machine, parsed.header.e_type
         )));
     }
-    // A damaged note ends the search: goblin's iterator yields the same error again without
-    // advancing (a fuzzed kernel made the search loop forever). The bound is for the same
-    // reason; a kernel has a dozen notes.
-    for note in parsed
-        .iter_note_headers(elf)
-        .into_iter()
-        .flatten()
-        .take(MAX_NOTES)
-    {
-        match note {
-            Ok(n) if n.name == "Xen" && n.n_type == XEN_ELFNOTE_PHYS32_ENTRY => return Ok(()),
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
-    Err(NoPvhEntry::NoEntryNote)
+    super::elf_check::notes(&parsed, elf)
+        .any(|n| n.name == "Xen" && n.n_type == XEN_ELFNOTE_PHYS32_ENTRY)
+        .then_some(())
+        .ok_or(NoPvhEntry::NoEntryNote)
 }
 
 #[cfg(test)]
