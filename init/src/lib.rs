@@ -16,6 +16,7 @@ pub mod cmdline;
 pub mod console;
 pub mod digest;
 pub mod guest_digest;
+pub mod largest_first;
 pub mod modules;
 pub mod mounts;
 pub mod net;

@@ -2,8 +2,7 @@
 //! that are not all zeros. Everything else becomes a hole, so a file's layout depends only on
 //! its bytes. Files are scanned on all CPUs through one bounded buffer per thread.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use imgbuild_init::largest_first::map_largest_first;
 
 use super::checksum::is_zero;
 use super::format::{BLOCK, BLOCK_SIZE};
@@ -28,53 +27,7 @@ pub type Runs = Vec<(u64, u64)>;
 
 /// Scans every job; results are in job order.
 pub fn scan_all(jobs: &[ScanJob<'_>]) -> Result<Vec<Runs>, ContentError> {
-    let mut order: Vec<usize> = (0..jobs.len()).collect();
-    // Largest first so that one big file does not finish last on a single thread.
-    order.sort_by(|&a, &b| jobs[b].size.cmp(&jobs[a].size).then(a.cmp(&b)));
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 8)
-        .min(jobs.len().max(1));
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Runs>>> = Mutex::new(vec![None; jobs.len()]);
-    let failure: Mutex<Option<ContentError>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                let mut buf = vec![0u8; CHUNK];
-                let mut local = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&job) = order.get(i) else { break };
-                    match scan_one(&jobs[job], &mut buf) {
-                        Ok(runs) => local.push((job, runs)),
-                        Err(e) => {
-                            failure
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .get_or_insert(e);
-                            next.store(order.len(), Ordering::Relaxed);
-                            break;
-                        }
-                    }
-                }
-                let mut all = results.lock().unwrap_or_else(|p| p.into_inner());
-                for (job, runs) in local {
-                    all[job] = Some(runs);
-                }
-            });
-        }
-    });
-    if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
-    }
-    Ok(results
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner())
-        .into_iter()
-        .map(Option::unwrap_or_default)
-        .collect())
+    map_largest_first(jobs, |j| j.size, CHUNK, scan_one)
 }
 
 /// Scans one file.

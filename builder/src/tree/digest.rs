@@ -4,10 +4,9 @@
 //! computes the very same digest over its mounted root.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use imgbuild_init::digest::{DigestBuilder, Entry, EntryKind, RootfsDigest};
+use imgbuild_init::largest_first::map_largest_first;
 use sha2::{Digest as _, Sha256};
 
 use super::{ContentError, ContentReader, InodeId, Kind, Tree};
@@ -29,48 +28,15 @@ pub fn hash_contents(tree: &mut Tree, progress: &(dyn Fn(u64) + Sync)) -> Result
             }
         }
     }
-    // Largest first, so one big file does not end up last on one thread.
-    work.sort_by_key(|w| std::cmp::Reverse(w.2));
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(work.len().max(1));
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(InodeId, [u8; 32])>> = Mutex::new(Vec::with_capacity(work.len()));
-    let first_error: Mutex<Option<ContentError>> = Mutex::new(None);
     let shared: &Tree = tree;
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                let mut buffer = vec![0u8; CHUNK];
-                let mut local = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((id, path, _)) = work.get(i) else {
-                        break;
-                    };
-                    match hash_one(shared, *id, path, &mut buffer, progress) {
-                        Ok(sha) => local.push((*id, sha)),
-                        Err(e) => {
-                            let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
-                            slot.get_or_insert(e);
-                            next.store(work.len(), Ordering::Relaxed);
-                            break;
-                        }
-                    }
-                }
-                results
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend(local);
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
-    }
-    for (id, sha) in results.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        if let Kind::File(data) = &mut tree.inode_mut(id).kind {
+    let hashes = map_largest_first(
+        &work,
+        |w| w.2,
+        CHUNK,
+        |(id, path, _), buffer| hash_one(shared, *id, path, buffer, progress),
+    )?;
+    for ((id, _, _), sha) in work.iter().zip(hashes) {
+        if let Kind::File(data) = &mut tree.inode_mut(*id).kind {
             data.sha256 = Some(sha);
         }
     }

@@ -9,7 +9,6 @@ use std::io::{self, Read};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sha2::{Digest as _, Sha256};
 
@@ -143,53 +142,14 @@ struct Walk {
     other_device: Vec<Vec<u8>>,
 }
 
-/// What one hashing thread did: (index into the file list, sha256).
-type Hashed = Vec<(usize, [u8; 32])>;
-
-/// sha256 of every file, in the order given, on up to one thread per CPU.
+/// sha256 of every file, in the order given, on every CPU.
 fn hash_files(files: &[(PathBuf, u64)]) -> Result<Vec<[u8; 32]>, WalkError> {
-    let mut order: Vec<usize> = (0..files.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(files[i].1));
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8)
-        .min(files.len().max(1));
-    let next = AtomicUsize::new(0);
-    let results: Vec<Result<Hashed, WalkError>> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut buffer = vec![0; 1 << 20];
-                    let mut done = Vec::new();
-                    loop {
-                        let k = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(&i) = order.get(k) else {
-                            return Ok(done);
-                        };
-                        done.push((i, hash_file(&files[i].0, &mut buffer)?));
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| {
-                w.join().unwrap_or_else(|_| {
-                    Err(WalkError {
-                        path: PathBuf::new(),
-                        source: io::Error::other("a hashing thread panicked"),
-                    })
-                })
-            })
-            .collect()
-    });
-    let mut hashes = vec![[0u8; 32]; files.len()];
-    for part in results {
-        for (i, h) in part? {
-            hashes[i] = h;
-        }
-    }
-    Ok(hashes)
+    crate::largest_first::map_largest_first(
+        files,
+        |f| f.1,
+        1 << 20,
+        |f, buffer| hash_file(&f.0, buffer),
+    )
 }
 
 fn hash_file(host: &Path, buffer: &mut [u8]) -> Result<[u8; 32], WalkError> {

@@ -218,7 +218,7 @@ impl<P: QemuPackage> Engine for OnQemu<P> {
 
     fn boot(&self, cx: &Context<'_>) -> Result<Booted, RunError> {
         let qemu = qemu_program()?;
-        let plan = self.0.plan(cx.build, cx.settings)?;
+        let mut plan = self.0.plan(cx.build, cx.settings)?;
         let mut notes = plan.notes.clone();
         let accel = match cx.build.any_kernel() {
             Some(kernel) => {
@@ -251,7 +251,6 @@ impl<P: QemuPackage> Engine for OnQemu<P> {
                 plan.root.path.display(),
                 plan.results.path.display()
             ));
-            let mut plan = plan.clone();
             notes.push(boot_pvh_entry(&mut plan.boot, &paths.work));
             let g = guest(
                 &qemu,

@@ -140,6 +140,21 @@ fn cgroup_limit_files(text: &str) -> Vec<String> {
     files
 }
 
+/// A phase's two samples, as Bonnie++ reports each: its rate (`{name}_{suffix}`, `unit`, higher
+/// is better) and its worst single-operation latency.
+fn phase_samples(name: &str, rate: (&str, &str, f64), max_latency_s: f64) -> [Sample; 2] {
+    let (suffix, unit, value) = rate;
+    [
+        Sample::new(format!("{name}_{suffix}"), unit, true, value),
+        Sample::new(
+            format!("{name}_max_latency_ms"),
+            "ms",
+            false,
+            max_latency_s * 1000.0,
+        ),
+    ]
+}
+
 fn free_bytes(dir: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
@@ -230,17 +245,10 @@ impl Workload for Disk {
             let (w, rw, rd) = r?;
             for (name, ph) in [("block_write", w), ("rewrite", rw), ("block_read", rd)] {
                 note_fast(name, ph.seconds);
-                samples.push(Sample::new(
-                    format!("{name}_kib_per_s"),
-                    "KiB/s",
-                    true,
-                    ph.kib_per_s(),
-                ));
-                samples.push(Sample::new(
-                    format!("{name}_max_latency_ms"),
-                    "ms",
-                    false,
-                    ph.max_latency_s * 1000.0,
+                samples.extend(phase_samples(
+                    name,
+                    ("kib_per_s", "KiB/s", ph.kib_per_s()),
+                    ph.max_latency_s,
                 ));
             }
         }
@@ -263,17 +271,10 @@ impl Workload for Disk {
                 ("random_delete", r.random_delete),
             ] {
                 note_fast(name, ph.seconds);
-                samples.push(Sample::new(
-                    format!("{name}_per_s"),
-                    "ops/s",
-                    true,
-                    ph.per_s(),
-                ));
-                samples.push(Sample::new(
-                    format!("{name}_max_latency_ms"),
-                    "ms",
-                    false,
-                    ph.max_latency_s * 1000.0,
+                samples.extend(phase_samples(
+                    name,
+                    ("per_s", "ops/s", ph.per_s()),
+                    ph.max_latency_s,
                 ));
             }
             info.insert("files".into(), p.files.into());
